@@ -1,0 +1,158 @@
+"""The `riskmon` command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from models.exceptions import RiskmonError
+
+EPILOG = """\
+examples:
+  riskmon backtest --period gfc2008                 # shipped history, all assets, equal weights
+  riskmon backtest --data ../shared/data/daily --period 2020 --models hs,ewma,gjr_skewt
+  riskmon backtest --data DIR --weights SPY=0.6,TLT=0.4 --period 2007-01-01:2023-12-31
+  riskmon backtest --weights book.yaml --period covid2020 --out runs/covid
+"""
+
+
+def _add_backtest(sub: argparse._SubParsersAction) -> None:
+    from models.registry import BASELINES, MODELS
+
+    p = sub.add_parser(
+        "backtest",
+        help="walk-forward VaR/ES backtest of the models on daily history",
+        description=(
+            "Walk-forward, out-of-sample, 1-day-ahead VaR/ES backtest. Each forecast uses data up to "
+            "the previous close only. Prints a table per model and writes forecasts.csv, "
+            "summary.json and report.html to --out."
+        ),
+        epilog=EPILOG + "\nmodels:\n"
+        + "\n".join(f"  {name:<16} {desc}" for name, (_, _, desc) in MODELS.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--data",
+        metavar="DIR",
+        help="folder of daily CSVs (Date,Open,High,Low,Close,Volume); default: the shipped history",
+    )
+    p.add_argument(
+        "--weights",
+        metavar="SPEC",
+        help="'equal' (default), 'SPY=0.6,TLT=0.4' or a YAML file with the weights",
+    )
+    p.add_argument("--assets", metavar="A,B,..", help="restrict equal weights to these assets")
+    p.add_argument(
+        "--models",
+        default=",".join(BASELINES),
+        help="comma-separated model names, or 'baselines' (default: all baselines)",
+    )
+    p.add_argument(
+        "--period",
+        default="gfc2008",
+        help="crisis preset (gfc2008, covid2020, euro2011, china2015, rates2022), a year (2020) or "
+        "START:END dates (default: gfc2008)",
+    )
+    p.add_argument(
+        "--warmup-days",
+        type=int,
+        default=1000,
+        help="trading days fed before the period to warm the models up (default 1000)",
+    )
+    p.add_argument("--out", metavar="DIR", help="output folder (default: runs/backtest-<time>)")
+    p.add_argument(
+        "--jobs", type=int, default=min(2, os.cpu_count() or 1), help="models run in parallel"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the Monte Carlo models")
+    p.add_argument("--max-ffill", type=int, default=3, help="calendar: forward-fill at most N days")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-report", action="store_true", help="skip the HTML report")
+    p.set_defaults(func=cmd_backtest)
+
+
+def cmd_backtest(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from models.registry import parse_model_names
+    from producers.history import load_history
+    from producers.presets import resolve_period
+    from stream_app.backtest_cmd import (
+        BacktestPlan,
+        run_models,
+        score_result,
+        write_forecasts,
+        write_summary,
+    )
+    from stream_app.portfolio import equal_weights, parse_weights
+    from stream_app.tables import backtest_table
+
+    console = Console(stderr=False)
+    models = parse_model_names(args.models)
+    panel = load_history(args.data, max_ffill=args.max_ffill)
+    if args.assets:
+        wanted = [a.strip() for a in args.assets.split(",") if a.strip()]
+        portfolio = equal_weights(wanted)
+        portfolio.check_against(panel.assets)
+    else:
+        portfolio = parse_weights(args.weights, panel.assets)
+    panel = panel.select(portfolio.assets)
+    start, end, _ = resolve_period(args.period, panel.dates)
+    first = int(np.searchsorted(panel.dates, start))
+    panel = panel.between(panel.dates[max(0, first - args.warmup_days - 1)], end)
+    plan = BacktestPlan(panel, portfolio, tuple(models), start, end, seed=args.seed)
+    out = Path(args.out) if args.out else Path("runs") / time.strftime("backtest-%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    console.print(
+        f"[bold]riskmon backtest[/] {start} .. {end}, {len(portfolio.assets)} assets, "
+        f"{len(models)} models, warm-up from {panel.dates[0]}"
+    )
+    t0 = time.perf_counter()
+    results = run_models(plan, jobs=args.jobs, show_progress=not args.no_progress)
+    elapsed = time.perf_counter() - t0
+    scores = [score_result(r) for r in results]
+    console.print(backtest_table(scores, title=f"{args.period}: {start} .. {end}"))
+    n_rows = write_forecasts(out / "forecasts.csv", results)
+    write_summary(out / "summary.json", plan, scores)
+    if not args.no_report:
+        from stream_app.report import write_report
+
+        write_report(out / "report.html", plan, results, scores)
+    console.print(
+        f"{n_rows} forecasts in {out / 'forecasts.csv'}; "
+        + ("" if args.no_report else f"report {out / 'report.html'}; ")
+        + f"walk-forward took {elapsed:.1f} s"
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="riskmon",
+        description="riskmon: streaming real-time risk monitor for multi-asset portfolios.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    _add_backtest(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (RiskmonError, ValueError) as exc:
+        print(f"riskmon {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"riskmon {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

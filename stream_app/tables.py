@@ -1,0 +1,53 @@
+"""Terminal tables (rich) for backtest results."""
+
+from __future__ import annotations
+
+import math
+
+from rich.table import Table
+
+_ZONE_STYLE = {"green": "green", "yellow": "yellow", "red": "bold red"}
+
+
+def _p(x: float) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return f"{x:.3f}"
+
+
+def _zones(zones: list[tuple[int, int, int, str]]) -> str:
+    return " ".join(
+        f"[{_ZONE_STYLE.get(z, 'white')}]{y}:{z[0].upper()}({e})[/]" for y, _, e, z in zones
+    )
+
+
+def backtest_table(scores, title: str = "") -> Table:
+    """One row per model: exceptions, coverage tests, traffic lights, ES and loss scores."""
+    t = Table(title=title, show_lines=False, header_style="bold")
+    for col, justify in (
+        ("model", "left"),
+        ("days", "right"),
+        ("exc95 (exp)", "right"),
+        ("exc99 (exp)", "right"),
+        ("Kupiec p 95/99", "right"),
+        ("CC p 95/99", "right"),
+        ("traffic light 99% per year", "left"),
+        ("Z2 97.5", "right"),
+        ("FZ0 97.5", "right"),
+        ("pinball 99", "right"),
+    ):
+        t.add_column(col, justify=justify)
+    for s in scores:
+        t.add_row(
+            s.model,
+            f"{s.n_forecasts}/{s.n_days}",
+            f"{s.exceptions[0.95]} ({s.expected[0.95]:.1f})",
+            f"{s.exceptions[0.99]} ({s.expected[0.99]:.1f})",
+            f"{_p(s.kupiec_p[0.95])} / {_p(s.kupiec_p[0.99])}",
+            f"{_p(s.cc_p[0.95])} / {_p(s.cc_p[0.99])}",
+            _zones(s.zones),
+            f"{s.z2:.2f}",
+            f"{s.fz0:.4f}",
+            f"{1e4 * s.pinball:.3f}bp",
+        )
+    return t
