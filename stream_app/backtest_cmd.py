@@ -19,7 +19,17 @@ from models.registry import make_model
 from models.walkforward import WalkForwardResult, walk_forward
 from stream_app.portfolio import Portfolio
 
-FORECAST_COLUMNS = ("date", "model", "realized", "var95", "var975", "var99", "es95", "es975", "es99")
+FORECAST_COLUMNS = (
+    "date",
+    "model",
+    "realized",
+    "var95",
+    "var975",
+    "var99",
+    "es95",
+    "es975",
+    "es99",
+)
 
 
 @dataclass(frozen=True)
@@ -69,7 +79,9 @@ def _run_one(args: tuple) -> WalkForwardResult:
     return result
 
 
-def run_models(plan: BacktestPlan, *, jobs: int = 1, show_progress: bool = True) -> list[WalkForwardResult]:
+def run_models(
+    plan: BacktestPlan, *, jobs: int = 1, show_progress: bool = True
+) -> list[WalkForwardResult]:
     """Walk every model of the plan forward, ``jobs`` processes at a time."""
     panel = plan.panel.select(plan.portfolio.assets)
     returns = panel.log_returns()
@@ -148,7 +160,9 @@ def score_result(result: WalkForwardResult) -> ModelScore:
         h = bt.hits(y, var[:, i]) if y.size else np.zeros(0, dtype=bool)
         exceptions[level] = int(h.sum())
         expected[level] = float(h.size * (1 - level))
-        kupiec_p[level] = bt.kupiec_pof(int(h.sum()), int(h.size), level).pvalue if h.size else np.nan
+        kupiec_p[level] = (
+            bt.kupiec_pof(int(h.sum()), int(h.size), level).pvalue if h.size else np.nan
+        )
         cc_p[level] = (
             bt.christoffersen_conditional_coverage(h, level).pvalue if h.size > 1 else np.nan
         )

@@ -32,7 +32,8 @@ def _add_backtest(sub: argparse._SubParsersAction) -> None:
             "the previous close only. Prints a table per model and writes forecasts.csv, "
             "summary.json and report.html to --out."
         ),
-        epilog=EPILOG + "\nmodels:\n"
+        epilog=EPILOG
+        + "\nmodels:\n"
         + "\n".join(f"  {name:<16} {desc}" for name, (_, _, desc) in MODELS.items()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -76,11 +77,11 @@ def _add_backtest(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
+    from producers.history import load_history
+    from producers.presets import resolve_period
     from rich.console import Console
 
     from models.registry import parse_model_names
-    from producers.history import load_history
-    from producers.presets import resolve_period
     from stream_app.backtest_cmd import (
         BacktestPlan,
         run_models,

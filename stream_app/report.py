@@ -57,8 +57,15 @@ def _chart(result) -> str:
         (i99, "#c62828", "x", "exception 99%"),
     ):
         hit = np.isfinite(result.var[:, idx]) & (result.realized < -result.var[:, idx])
-        ax.scatter(np.asarray(dates)[hit], y[hit], color=colour, marker=marker, s=22, zorder=3,
-                   label=f"{lab} ({int(hit.sum())})")
+        ax.scatter(
+            np.asarray(dates)[hit],
+            y[hit],
+            color=colour,
+            marker=marker,
+            s=22,
+            zorder=3,
+            label=f"{lab} ({int(hit.sum())})",
+        )
     ax.set_ylabel("% of NAV")
     ax.set_title(f"{result.model}: realised return against -VaR")
     ax.legend(loc="lower left", fontsize=7, ncol=5)
@@ -124,7 +131,10 @@ def _heatmaps(plan, results) -> str:
     if feats.shape[0] < 3 * size:
         return "<p class=muted>not enough days for heatmaps</p>"
     windows = np.stack(
-        [np.transpose(feats[t - size + 1 : t + 1], (1, 2, 0)) for t in range(size - 1, feats.shape[0])]
+        [
+            np.transpose(feats[t - size + 1 : t + 1], (1, 2, 0))
+            for t in range(size - 1, feats.shape[0])
+        ]
     )
     window_dates = panel.dates[size - 1 :]
     in_period = window_dates < plan.start
