@@ -35,6 +35,14 @@ FEATURE_NAMES: tuple[str, ...] = (
 _GK_C = 2.0 * math.log(2.0) - 1.0
 
 
+def _log_ratio(a: NDArray[np.float64], b: NDArray[np.float64]) -> NDArray[np.float64]:
+    """``ln(a / b)`` for positive ``a``, ``b``; ``ln a - ln b`` where ``a / b`` over/underflows."""
+    with np.errstate(over="ignore", under="ignore"):
+        q = a / b
+    ok = np.isfinite(q) & (q >= np.finfo(np.float64).tiny)
+    return np.where(ok, np.log(np.where(ok, q, 1.0)), np.log(a) - np.log(b))
+
+
 class FeatureState:
     r"""Streaming daily features of ``n_assets`` assets.
 
@@ -190,13 +198,13 @@ class FeatureState:
             r = np.zeros(shape)
             gap = np.zeros(shape)
         else:
-            r = np.log(c / self._prev_close)
-            gap = np.log(o / self._prev_close)
+            r = _log_ratio(c, self._prev_close)
+            gap = _log_ratio(o, self._prev_close)
 
         hi = np.maximum(np.maximum(o, h), c)
         lw = np.minimum(np.minimum(o, lo), c)
-        hl = np.log(hi / lw)
-        co = np.log(c / o)
+        hl = _log_ratio(hi, lw)
+        co = _log_ratio(c, o)
         gk_var = np.maximum(0.5 * hl * hl - _GK_C * co * co, 0.0)
         gk = np.where(hl > 0, np.sqrt(gk_var), np.abs(r))
 

@@ -108,7 +108,7 @@ def heatmap_png(
     ax.set_title(title)
     cbar = fig.colorbar(im, ax=ax)
     cbar.set_label("scaled value (0 = fitted low, 1 = fitted high)")
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.22, right=0.97, bottom=0.16, top=0.93)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", metadata={"Software": None})
     return buf.getvalue()
