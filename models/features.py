@@ -109,11 +109,12 @@ class FeatureState:
     Examples
     --------
     >>> import numpy as np
-    >>> s = FeatureState(n_assets=1)
-    >>> s.update(*[np.array([v]) for v in (100.0, 101.0, 99.0, 100.0, 1e6)])
-    >>> s.update(*[np.array([v]) for v in (100.0, 100.0, 100.0, 100.0, 0.0)])
-    >>> dict(zip(FEATURE_NAMES, s.get()[0].round(4).tolist()))["gk_vol"]
-    0.0
+    >>> s = FeatureState(n_assets=2)  # an equity and an ECB rate (O = H = L = C, no volume)
+    >>> s.update([100.0, 1.35], [101.0, 1.35], [99.0, 1.35], [100.0, 1.35], [1e6, 0.0])
+    >>> s.update([102.0, 1.30], [103.0, 1.30], [101.0, 1.30], [101.0, 1.30], [3e6, 0.0])
+    >>> row = dict(zip(FEATURE_NAMES, s.get().round(4).T.tolist()))
+    >>> row["log_return"], row["overnight_gap"], row["gk_vol"], row["volume_z"]
+    ([0.01, -0.0377], [0.0198, -0.0377], [0.0124, 0.0377], [1.0, 0.0])
     """
 
     def __init__(
