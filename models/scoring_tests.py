@@ -296,7 +296,13 @@ def traffic_light_thresholds(n_obs: int = 250, level: float = 0.99) -> tuple[int
     -------
     green_max, yellow_max : int
         ``k <= green_max`` is green, ``green_max < k <= yellow_max`` yellow.
-        ``-1`` when even 0 exceptions leave the zone (tiny samples).
+
+    Notes
+    -----
+    Zero exceptions are always green: taken literally the rule would call 0
+    exceptions yellow in samples so short that ``P(X = 0) >= 95 %`` (fewer
+    than 6 days at 99 %, e.g. a partial first year), which says nothing
+    against the model.
 
     Examples
     --------
@@ -310,7 +316,8 @@ def traffic_light_thresholds(n_obs: int = 250, level: float = 0.99) -> tuple[int
     cdf = stats.binom.cdf(np.arange(n + 1), n, 1.0 - lv)
     green_max = int(np.searchsorted(cdf, GREEN_BOUND, side="left")) - 1
     yellow_max = int(np.searchsorted(cdf, YELLOW_BOUND, side="left")) - 1
-    return green_max, yellow_max
+    green_max = max(green_max, 0)
+    return green_max, max(yellow_max, green_max)
 
 
 def traffic_light(n_exceptions: int, n_obs: int = 250, level: float = 0.99) -> Zone:

@@ -266,11 +266,13 @@ def test_traffic_light_basel_table_99_250() -> None:
     assert np.round(100 * cdf, 2).tolist() == [89.22, 95.88, 99.97, 99.99]
 
 
-@pytest.mark.parametrize(("n_obs", "level"), [(500, 0.99), (120, 0.99), (250, 0.95), (30, 0.975)])
+@pytest.mark.parametrize(
+    ("n_obs", "level"), [(500, 0.99), (120, 0.99), (250, 0.95), (30, 0.975), (3, 0.99)]
+)
 def test_traffic_light_thresholds_match_exact_binomial_sums(n_obs: int, level: float) -> None:
     # Brute force with exact integer binomial coefficients (no scipy).
     p = 1.0 - level
-    cum, green_max, yellow_max = 0.0, -1, -1
+    cum, green_max, yellow_max = 0.0, 0, 0  # 0 exceptions is green by convention
     for k in range(n_obs + 1):
         cum += math.comb(n_obs, k) * p**k * (1 - p) ** (n_obs - k)
         if cum < 0.95:
@@ -280,12 +282,21 @@ def test_traffic_light_thresholds_match_exact_binomial_sums(n_obs: int, level: f
     assert traffic_light_thresholds(n_obs, level) == (green_max, yellow_max)
 
 
-def test_traffic_light_boundary_probability_is_not_green() -> None:
-    # One day at 95 %: P(X <= 0) = 0.95 exactly, which is not < 95 %: 0 exceptions is yellow.
-    assert stats.binom.cdf(0, 1, 1 - 0.95) == 0.95
-    assert traffic_light_thresholds(1, 0.95) == (-1, 0)
-    assert traffic_light(0, 1, 0.95) == "yellow"
-    assert traffic_light(1, 1, 0.95) == "red"
+def test_traffic_light_zero_exceptions_always_green() -> None:
+    # Literal rule: 3 days at 99 % give P(X <= 0) = 0.970 >= 95 %, i.e. "yellow" for 0
+    # exceptions; the engine keeps 0 green and leaves the other edges as they are.
+    assert stats.binom.cdf(0, 3, 0.01) >= 0.95
+    assert traffic_light_thresholds(3, 0.99) == (0, 1)  # P(X <= 1) = 0.99970 < 99.99 %
+    assert [traffic_light(k, 3, 0.99) for k in range(4)] == ["green", "yellow", "red", "red"]
+    assert traffic_light_thresholds(5, 0.99) == (0, 1)  # P(X<=0)=0.951, P(X<=1)=0.99902
+    assert traffic_light_thresholds(6, 0.99) == (0, 1)  # P(X<=0)=0.941 < 95 %: rule itself
+
+
+def test_traffic_light_boundary_probability_leaves_the_zone() -> None:
+    # One day at 99.99 %: P(X <= 0) = 0.9999 exactly, not < 99.99 %, so 1 exception is red.
+    assert stats.binom.cdf(0, 1, 1 - 0.9999) == 0.9999
+    assert traffic_light_thresholds(1, 0.9999) == (0, 0)
+    assert traffic_light(1, 1, 0.9999) == "red"
 
 
 def test_traffic_light_rejects_bad_input() -> None:
