@@ -320,13 +320,17 @@ class GarchParams:
         return var, np.maximum(es, var)
 
     def is_admissible(self) -> bool:
-        """Finite, positive ``omega``, non-negative ARCH terms, ``persistence <= 1`` (as arch allows)."""
+        """Finite, ``omega > 0``, ``alpha, beta, alpha + gamma >= 0``, ``persistence <= 1``.
+
+        As arch's constraints, with a 1e-8 tolerance for the optimiser's rounding.
+        """
         vals = [self.mu, self.omega, self.alpha, self.gamma, self.beta]
         if self.nu is not None:
             vals.append(self.nu)
         if not all(math.isfinite(v) for v in vals):
             return False
-        if self.omega <= 0.0 or self.alpha < 0.0 or self.beta < 0.0 or self.alpha + self.gamma < 0:
+        tol = 1e-8  # the optimiser (SLSQP) lands a rounding error outside the constraints
+        if self.omega <= 0.0 or min(self.alpha, self.beta, self.alpha + self.gamma) < -tol:
             return False
         return self.persistence <= 1.0 + 1e-6
 

@@ -134,6 +134,19 @@ def test_params_array_round_trip_and_validation() -> None:
     assert pickle.loads(pickle.dumps(LAWS[2])) == LAWS[2]
 
 
+def test_admissibility() -> None:
+    ok = GarchParams("gjr", "skewt", 0.0, 0.02, 1e-15, -2e-14, 0.95, nu=150.0, lam=0.03)
+    assert ok.is_admissible()  # SLSQP's rounding outside alpha + gamma >= 0 is tolerated
+    assert GarchParams("garch", "normal", 0.0, 0.002, 0.0, 0.0, 1.0).is_admissible()  # IGARCH
+    assert not GarchParams("garch", "normal", 0.0, 0.02, 0.2, 0.0, 0.9).is_admissible()
+    assert not GarchParams("gjr", "normal", 0.0, 0.02, 0.05, -0.1, 0.9).is_admissible()
+    assert not GarchParams("garch", "normal", 0.0, 0.0, 0.05, 0.0, 0.9).is_admissible()
+    assert not GarchParams("garch", "normal", np.nan, 0.1, 0.05, 0.0, 0.9).is_admissible()
+    p = GarchParams("gjr", "t", 0.0, 0.02, 0.05, 0.1, 0.8, nu=5.0)
+    assert p.persistence == pytest.approx(0.9)
+    assert p.unconditional_variance == pytest.approx(0.2)
+
+
 # --- fit_garch ----------------------------------------------------------------------------------
 
 
