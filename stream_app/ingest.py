@@ -1,0 +1,303 @@
+"""The ingest step without Faust: raw ticks -> dead letters, daily bars, last prices.
+
+:class:`IngestProcessor` holds no state of its own beyond per-run watermarks: the
+per-asset state lives in a mapping the caller owns (in the worker, a plain Faust table
+keyed by asset, so that state is co-partitioned with topic ``ticks``)::
+
+    store[asset] = {run_id: {"seq": int, "ts": int, "closed_day": int | None,
+                             "last_emit": int | None, "bar": {...} | None}}
+
+Each value is plain JSON-able data. A bar is built in event time: the first trade of a
+trading day opens it, a trade of a later day (or an end-of-day marker) closes it and
+emits it. Only the open bar and the cursor are kept per (run, asset); a (run, asset)
+idle for ``state_ttl_days`` of event time behind its run's watermark (the latest
+event time seen for that run) is evicted by :meth:`IngestProcessor.evict`, its open bar
+emitted with ``closed_by="evicted"``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Iterable, Mapping, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from stream_app.records import NS_PER_DAY, NS_PER_SECOND, Bar, Tick, day_to_iso
+from stream_app.validate import Reason, validate_tick
+
+__all__ = ["BatchResult", "DeadLetter", "IngestProcessor", "StoreView"]
+
+log = logging.getLogger(__name__)
+
+AssetStore = MutableMapping[str, dict[str, dict[str, Any]]]
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A rejected message: the original bytes and why."""
+
+    key: bytes | None
+    value: bytes
+    reason: Reason
+    partition: int | None = None
+    offset: int | None = None
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """What one batch produced, in input order within each list."""
+
+    n_in: int = 0
+    n_ok: int = 0
+    dead: list[DeadLetter] = field(default_factory=list)
+    bars: list[Bar] = field(default_factory=list)
+    lasts: list[Bar] = field(default_factory=list)
+    touched: set[str] = field(default_factory=set)  #: assets whose store entry changed
+    deleted: set[str] = field(default_factory=set)  #: assets whose store entry was removed
+
+
+class StoreView(Mapping[tuple[str, str], Mapping[str, Any]]):
+    """Read-only ``{(run_id, asset): cursor}`` view of an asset store (for the validator)."""
+
+    __slots__ = ("_store",)
+
+    def __init__(self, store: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> None:
+        self._store = store
+
+    def __getitem__(self, key: tuple[str, str]) -> Mapping[str, Any]:
+        run_id, asset = key
+        runs = self._store.get(asset)
+        if runs is None:
+            raise KeyError(key)
+        return runs[run_id]
+
+    def get(self, key: tuple[str, str], default: Any = None) -> Any:  # type: ignore[override]
+        runs = self._store.get(key[1])
+        if runs is None:
+            return default
+        return runs.get(key[0], default)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        for asset, runs in self._store.items():
+            for run_id in runs:
+                yield (run_id, asset)
+
+    def __len__(self) -> int:
+        return sum(len(runs) for runs in self._store.values())
+
+
+def _new_bar(tick: Tick, day: int) -> dict[str, Any]:
+    return {
+        "day": day,
+        "o": tick.price,
+        "h": tick.price,
+        "l": tick.price,
+        "c": tick.price,
+        "v": tick.size,
+        "n": 1,
+        "fs": tick.seq,
+        "ls": tick.seq,
+        "ft": tick.ts,
+        "lt": tick.ts,
+    }
+
+
+class IngestProcessor:
+    """Validate ticks and turn them into event-time daily bars.
+
+    Parameters
+    ----------
+    assets : collection of str or None
+        Accepted assets; ``None`` accepts any well-formed name.
+    max_tick_bytes : int
+        Larger messages are dead-lettered as ``oversized``.
+    portfolio : str
+        Stamped on every bar (the key of topic ``bars``).
+    last_price_interval_s : float
+        Event-time seconds between two last-price snapshots of one (run, asset);
+        0 disables them.
+    state_ttl_days : float
+        Event-time idle time after which a (run, asset) is evicted.
+    trading_day_offset_hours : float
+        Trading day = UTC date of ``ts + offset``.
+    """
+
+    def __init__(
+        self,
+        *,
+        assets: Collection[str] | None = None,
+        max_tick_bytes: int = 4096,
+        portfolio: str = "default",
+        last_price_interval_s: float = 900.0,
+        state_ttl_days: float = 10.0,
+        trading_day_offset_hours: float = 0.0,
+    ) -> None:
+        if last_price_interval_s < 0:
+            raise ValueError(f"last_price_interval_s={last_price_interval_s} must be >= 0")
+        if state_ttl_days <= 0:
+            raise ValueError(f"state_ttl_days={state_ttl_days} must be > 0")
+        if not -24 <= trading_day_offset_hours <= 24:
+            raise ValueError(
+                f"trading_day_offset_hours={trading_day_offset_hours} not in [-24, 24]"
+            )
+        self.assets = frozenset(assets) if assets is not None else None
+        self.max_tick_bytes = max_tick_bytes
+        self.portfolio = portfolio
+        self.last_interval_ns = int(last_price_interval_s * NS_PER_SECOND)
+        self.ttl_ns = int(state_ttl_days * NS_PER_DAY)
+        self.day_offset_ns = int(trading_day_offset_hours * 3600 * NS_PER_SECOND)
+        #: Latest event time seen per run id (in memory; rebuilt from traffic).
+        self.watermarks: dict[str, int] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> IngestProcessor:
+        return cls(
+            assets=settings.assets,
+            max_tick_bytes=settings.max_tick_bytes,
+            portfolio=settings.portfolio,
+            last_price_interval_s=settings.last_price_interval_s,
+            state_ttl_days=settings.state_ttl_days,
+            trading_day_offset_hours=settings.trading_day_offset_hours,
+        )
+
+    # -- one batch ----------------------------------------------------------------
+    def process(
+        self,
+        messages: Iterable[tuple[bytes | None, bytes, int | None, int | None]],
+        store: AssetStore,
+        result: BatchResult | None = None,
+    ) -> BatchResult:
+        """Process ``(key, value, partition, offset)`` messages in order.
+
+        ``store`` is updated in place (entries of ``result.touched``); outputs are
+        collected in the returned :class:`BatchResult`.
+        """
+        res = result if result is not None else BatchResult()
+        view = StoreView(store)
+        for key, value, partition, offset in messages:
+            res.n_in += 1
+            try:
+                tick, reason = validate_tick(
+                    value,
+                    view,
+                    assets=self.assets,
+                    max_bytes=self.max_tick_bytes,
+                    day_offset_ns=self.day_offset_ns,
+                )
+                if tick is not None:
+                    if key is not None and key != tick.asset.encode():
+                        reason = Reason.KEY_MISMATCH
+                    else:
+                        self._apply(tick, store, res)
+                        res.n_ok += 1
+                        continue
+            except Exception:  # never let one message kill the worker
+                log.exception("ingest failed on a message at %s/%s", partition, offset)
+                reason = Reason.INTERNAL_ERROR
+            assert reason is not None
+            res.dead.append(DeadLetter(key, bytes(value), reason, partition, offset))
+        return res
+
+    def _apply(self, tick: Tick, store: AssetStore, res: BatchResult) -> None:
+        runs = store.get(tick.asset)
+        if runs is None:
+            runs = store[tick.asset] = {}
+        st = runs.get(tick.run_id)
+        if st is None:
+            st = runs[tick.run_id] = {
+                "seq": None,
+                "ts": None,
+                "closed_day": None,
+                "last_emit": None,
+                "bar": None,
+            }
+        res.touched.add(tick.asset)
+        res.deleted.discard(tick.asset)
+        day = (tick.ts + self.day_offset_ns) // NS_PER_DAY
+        bar = st["bar"]
+        st["seq"] = tick.seq
+        st["ts"] = tick.ts
+        wm = self.watermarks.get(tick.run_id)
+        if wm is None or tick.ts > wm:
+            self.watermarks[tick.run_id] = tick.ts
+
+        if tick.eod:
+            if bar is not None:  # the validator guarantees bar["day"] <= day
+                res.bars.append(self._bar(tick.asset, tick.run_id, bar, "bar", "eod"))
+                st["bar"] = None
+            st["closed_day"] = day
+            return
+
+        if bar is not None and bar["day"] != day:
+            res.bars.append(self._bar(tick.asset, tick.run_id, bar, "bar", "next_day"))
+            bar = None
+        if bar is None:
+            bar = st["bar"] = _new_bar(tick, day)
+        else:
+            p = tick.price
+            if p > bar["h"]:
+                bar["h"] = p
+            if p < bar["l"]:
+                bar["l"] = p
+            bar["c"] = p
+            bar["v"] += tick.size
+            bar["n"] += 1
+            bar["ls"] = tick.seq
+            bar["lt"] = tick.ts
+        if self.last_interval_ns:
+            last = st["last_emit"]
+            if last is None or tick.ts - last >= self.last_interval_ns:
+                st["last_emit"] = tick.ts
+                res.lasts.append(self._bar(tick.asset, tick.run_id, bar, "last", ""))
+
+    def _bar(
+        self, asset: str, run_id: str, bar: Mapping[str, Any], kind: str, closed_by: str
+    ) -> Bar:
+        return Bar(
+            asset=asset,
+            day=day_to_iso(bar["day"]),
+            open=bar["o"],
+            high=bar["h"],
+            low=bar["l"],
+            close=bar["c"],
+            volume=bar["v"],
+            n_ticks=bar["n"],
+            first_seq=bar["fs"],
+            last_seq=bar["ls"],
+            ts_first=bar["ft"],
+            ts_last=bar["lt"],
+            portfolio=self.portfolio,
+            run_id=run_id,
+            kind=kind,
+            closed_by=closed_by,
+        )
+
+    # -- eviction -------------------------------------------------------------------
+    def evict(self, store: AssetStore, result: BatchResult | None = None) -> BatchResult:
+        """Drop every (run, asset) idle for more than ``state_ttl_days`` of event time
+        behind its run's watermark, emitting its open bar (``closed_by="evicted"``).
+
+        Runs without a watermark (none of their ticks seen since this process
+        started) are left alone.
+        """
+        res = result if result is not None else BatchResult()
+        for asset in list(store.keys()):
+            runs = store[asset]
+            changed = False
+            for run_id in list(runs):
+                wm = self.watermarks.get(run_id)
+                st = runs[run_id]
+                if wm is None or st["ts"] is None or wm - st["ts"] <= self.ttl_ns:
+                    continue
+                if st["bar"] is not None:
+                    res.bars.append(self._bar(asset, run_id, st["bar"], "bar", "evicted"))
+                del runs[run_id]
+                changed = True
+            if changed:
+                if runs:
+                    res.touched.add(asset)
+                else:
+                    del store[asset]
+                    res.touched.discard(asset)
+                    res.deleted.add(asset)
+        return res
