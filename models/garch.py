@@ -398,19 +398,23 @@ def _fit_quiet(
         sv = starting.to_array()
     messages: list[str] = []
     with warnings.catch_warnings(record=True) as caught:
+        # arch's optimiser probes outside the admissible region and arch divides 0 / 0 on
+        # degenerate data: numpy warnings here are arch's business, not the caller's
         warnings.simplefilter("always")
         res = model.fit(disp="off", starting_values=sv, show_warning=True)
+        x = np.asarray(res.params, dtype=float)
+        sigma2 = np.asarray(res.conditional_volatility, dtype=float) ** 2
+        std_resid = np.asarray(res.std_resid, dtype=float)
+        loglik = float(res.loglikelihood)
+        flag = int(res.convergence_flag)
+        opt_msg = str(res.optimization_result.message)
     for w in caught:
         if issubclass(w.category, (ArchConvergenceWarning, StartingValueWarning)):
-            messages.append(str(w.message).strip().splitlines()[0])
-    converged = int(res.convergence_flag) == 0 and not any(
-        "converge" in m.lower() for m in messages
-    )
-    params = GarchParams.from_array(vol, dist, np.asarray(res.params, dtype=float))
-    sigma2 = np.asarray(res.conditional_volatility, dtype=float) ** 2
-    std_resid = np.asarray(res.std_resid, dtype=float)
-    msg = "; ".join([str(res.optimization_result.message), *messages])
-    return GarchFit(params, sigma2, std_resid, converged, float(res.loglikelihood), msg)
+            messages.append(" ".join(str(w.message).split())[:160])
+    converged = flag == 0 and not any("converge" in m.lower() for m in messages)
+    params = GarchParams.from_array(vol, dist, x)
+    msg = "; ".join([opt_msg, *messages])
+    return GarchFit(params, sigma2, std_resid, converged, loglik, msg)
 
 
 def _check_series(y_pct: ArrayLike, min_length: int = 20) -> NDArray[np.float64]:
@@ -470,8 +474,20 @@ def fit_garch(
     return fit
 
 
+def _usable(fit: GarchFit) -> bool:
+    """Admissible parameters, finite likelihood, finite positive in-sample variances."""
+    return (
+        fit.params.is_admissible()
+        and math.isfinite(fit.loglik)
+        and bool(np.all(np.isfinite(fit.sigma2)) and np.all(fit.sigma2 > 0.0))
+    )
+
+
 def _fallback_params(y: NDArray[np.float64], vol: str, dist: str) -> GarchParams:
-    """RiskMetrics-like parameters at the sample variance, when no fit can be trusted."""
+    """RiskMetrics-like parameters at the sample variance, when no fit can be trusted.
+
+    A window without variation (a stale feed) gets a variance of 1 (percent squared).
+    """
     var = float(np.var(y)) if y.size > 1 else 1.0
     var = var if var > 0 else 1.0
     return GarchParams(
@@ -652,10 +668,10 @@ class RollingGarch:
         prev = self.params_
         self._since_refit = 0
         fit = self._try_fit(y, prev)
-        ok = fit.params.is_admissible() and math.isfinite(fit.loglik)
+        ok = _usable(fit)
         if not (ok and fit.converged) and prev is not None:
             cold = self._try_fit(y, None)
-            cold_ok = cold.params.is_admissible() and math.isfinite(cold.loglik)
+            cold_ok = _usable(cold)
             if cold_ok and (cold.converged or not ok):
                 fit, ok = cold, True
         if ok and not fit.converged:

@@ -322,6 +322,21 @@ def test_rolling_first_fit_failure_falls_back(
     assert np.isfinite(g.forecast()[1]) and np.all(np.isfinite(g.std_resid_))
 
 
+def test_stale_feed_falls_back_quietly_except_for_our_warning() -> None:
+    g = RollingGarch("gjr", "skewt", window=100, refit_every=10, min_obs=30)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(50):
+            g.update(0.0)
+        for v in np.random.default_rng(42).standard_normal(100):
+            g.update(v)
+    assert {w.category for w in caught} == {ConvergenceWarning}
+    assert g.n_failed_refits_ >= 1 and g.n_refits_ == 13
+    mu, sigma2 = g.forecast()
+    assert np.isfinite(mu) and 0.0 < sigma2 < 10.0
+    assert np.all(np.isfinite(g.std_resid_))
+
+
 def test_no_warnings_on_clean_data(y_gjr: np.ndarray) -> None:
     g = RollingGarch("gjr", "skewt", window=300, refit_every=50, min_obs=250)
     with warnings.catch_warnings():
