@@ -237,7 +237,7 @@ def _check_corr(corr: ArrayLike) -> NDArray[np.float64]:
     c = _as_2d(corr, "corr")
     if c.shape[0] != c.shape[1]:
         raise ValueError(f"corr must be square, got shape {c.shape}")
-    if not _is_valid_correlation(0.5 * (c + c.T), 0.0) or not np.allclose(c, c.T, atol=1e-10):
+    if not _is_valid_correlation(0.5 * (c + c.T), 1e-12) or not np.allclose(c, c.T, atol=1e-10):
         raise ValueError("corr must be a symmetric positive definite matrix with unit diagonal")
     return 0.5 * (c + c.T)
 
