@@ -17,8 +17,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "mask_url"]
 
-_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@]*:)(?P<pw>[^@]*)(?=@)")
-
 
 def mask_url(url: str | None) -> str | None:
     """Return ``url`` with the password of its userinfo replaced by ``***``.
@@ -32,7 +30,17 @@ def mask_url(url: str | None) -> str | None:
     """
     if url is None:
         return None
-    return _URL_PASSWORD.sub(lambda m: m.group("head") + "***", url)
+    start = url.find("://")
+    if start < 0:
+        return url
+    start += 3
+    at = url.rfind("@")  # the last "@": a password may contain "@" or "/"
+    if at < start:
+        return url
+    userinfo = url[start:at]
+    if ":" not in userinfo:
+        return url
+    return f"{url[:start]}{userinfo.split(':', 1)[0]}:***{url[at:]}"
 
 
 class Settings(BaseSettings):

@@ -1,0 +1,153 @@
+"""The Faust app: built without a broker, ingest agent driven by agent.test_context()."""
+
+import asyncio
+import types
+
+import pytest
+
+faust = pytest.importorskip("faust")
+prometheus_client = pytest.importorskip("prometheus_client")
+
+from prometheus_client import CollectorRegistry  # noqa: E402
+
+from stream_app.app import STATE_TABLE, IngestRuntime, create_app  # noqa: E402
+from stream_app.records import NS_PER_DAY, Bar, Tick  # noqa: E402
+from stream_app.settings import Settings  # noqa: E402
+from stream_app.validate import Reason  # noqa: E402
+
+T0 = 14_000 * NS_PER_DAY + 15 * 3600 * 10**9
+
+
+def make_app(**kw):
+    registry = CollectorRegistry()
+    settings = Settings(
+        kafka_bootstrap="127.0.0.1:1", ingest_batch_within=0.005, last_price_interval_s=0, **kw
+    )
+    app = create_app(settings, registry=registry)
+    app.finalize()
+    app.flow_control.resume()
+    rt = app.riskmon
+    published, changelog = [], []
+
+    async def fake_publish(result):
+        published.append(result)
+
+    def fake_send_changelog(partition, key, value, key_serializer=None, value_serializer=None):
+        changelog.append((key, value, key_serializer or rt.table.key_serializer))
+        return types.SimpleNamespace(message=types.SimpleNamespace(partition=0))
+
+    rt.publish = fake_publish
+    rt.table.send_changelog = fake_send_changelog
+    return app, registry, published, changelog
+
+
+def sample(registry, name, **labels):
+    value = registry.get_sample_value(name, labels or None)
+    return 0.0 if value is None else value
+
+
+def test_create_app_needs_a_bootstrap():
+    with pytest.raises(ValueError, match="kafka_bootstrap is None"):
+        create_app(Settings())
+
+
+def test_app_wiring():
+    app, _, _, _ = make_app(partitions=3, topic_ticks="t-in")
+    rt = app.riskmon
+    assert rt.ticks_topic.get_topic_name() == "t-in"
+    assert rt.ticks_topic.partitions == 3
+    assert rt.table.name == STATE_TABLE and rt.table.use_partitioner
+    assert rt.table.key_serializer == "raw" and rt.table.changelog_topic.key_serializer == "raw"
+    assert app.fetch_max_wait_ms == 10
+    assert app.conf.broker_session_timeout == 6.0
+    assert app.conf.broker_heartbeat_interval == 1.0
+    assert app.conf.broker_rebalance_timeout == 10.0
+
+
+def test_ingest_agent_with_test_context():
+    app, registry, published, changelog = make_app()
+    rt = app.riskmon
+
+    async def run():
+        async with rt.agent.test_context() as agent:
+            for k in range(3):
+                tick = Tick("SPY", T0 + k * 10**9, 100.0 + k, 2.0, k)
+                await agent.put(value=tick.encode(), key=b"SPY")
+            await agent.put(value=b"{oops", key=b"SPY")
+            await agent.put(value=Tick("SPY", T0 + 10**9, 1.0, 1.0, 1).encode(), key=b"SPY")
+            nxt = Tick("SPY", T0 + NS_PER_DAY, 110.0, 1.0, 3)
+            await agent.put(value=nxt.encode(), key=b"SPY")
+            return list(agent.results.values())
+
+    summaries = asyncio.run(run())
+    assert sum(s["n_in"] for s in summaries) == 6
+    assert sum(s["n_ok"] for s in summaries) == 4
+    dead = [d for r in published for d in r.dead]
+    assert [(d.reason, d.value) for d in dead] == [
+        (Reason.MALFORMED, b"{oops"),
+        (Reason.DUPLICATE_SEQ, Tick("SPY", T0 + 10**9, 1.0, 1.0, 1).encode()),
+    ]
+    bars = [b for r in published for b in r.bars]
+    assert len(bars) == 1
+    bar = bars[0]
+    assert isinstance(bar, Bar) and bar.closed_by == "next_day"
+    assert (bar.open, bar.high, bar.low, bar.close, bar.volume) == (100.0, 102.0, 100.0, 102.0, 6.0)
+    # state went to the changelog with raw keys, once per asset per batch at most
+    assert changelog and all(key == "SPY" and ser == "raw" for key, _, ser in changelog)
+    assert len(changelog) <= 6
+    assert rt.table["SPY"][""]["seq"] == 3
+    # metrics
+    assert sample(registry, "riskmon_ticks_in_total") == 6
+    assert sample(registry, "riskmon_ticks_ok_total") == 4
+    assert sample(registry, "riskmon_dlq_total", reason="malformed") == 1
+    assert sample(registry, "riskmon_dlq_total", reason="duplicate_seq") == 1
+    assert sample(registry, "riskmon_dlq_total", reason="oversized") == 0
+    assert sample(registry, "riskmon_bars_out_total", closed_by="next_day") == 1
+
+
+def test_publish_sends_dlq_with_headers_and_bars_by_portfolio():
+    app, _, _, _ = make_app(portfolio="book1")
+    rt = app.riskmon
+    calls = []
+
+    async def fake_send(self, **kw):
+        calls.append((self.get_topic_name(), kw))
+
+    from stream_app.ingest import BatchResult, DeadLetter
+
+    res = BatchResult(n_in=2)
+    res.dead.append(DeadLetter(b"SPY", b"\x00raw", Reason.NON_FINITE, 2, 41))
+    res.bars.append(Bar("SPY", "2008-09-15", 1, 2, 0.5, 1.5, 10, 3, 0, 2, 0, 1, "book1"))
+    rt.dlq_topic.send = types.MethodType(fake_send, rt.dlq_topic)
+    rt.bars_topic.send = types.MethodType(fake_send, rt.bars_topic)
+    asyncio.run(IngestRuntime.publish(rt, res))  # make_app replaced rt.publish
+    (dlq_topic, dlq), (bars_topic, bar) = calls
+    assert dlq_topic == "ticks.dlq" and bars_topic == "bars"
+    assert dlq["key"] == b"SPY" and dlq["value"] == b"\x00raw"
+    assert dict(dlq["headers"]) == {
+        "reason": b"non_finite",
+        "source_topic": b"ticks",
+        "source_partition": b"2",
+        "source_offset": b"41",
+    }
+    assert bar["key"] == b"book1" and Bar.decode(bar["value"]).close == 1.5
+
+
+def test_changelog_partition_matches_tick_partition():
+    """Table state and ticks of an asset land on the same partition number.
+
+    Faust's producer (aiokafka) picks the changelog partition from the raw key;
+    kafka-python picks the tick partition from the same key: both murmur2.
+    """
+    aiokafka_partitioner = pytest.importorskip("aiokafka.partitioner")
+    murmur2 = pytest.importorskip("kafka.partitioner.default").murmur2
+    faust_side = aiokafka_partitioner.DefaultPartitioner()
+    app, _, _, _ = make_app()
+    key_bytes = app.serializers.dumps_key(str, "SPY", serializer=app.riskmon.table.key_serializer)
+    assert key_bytes == b"SPY"
+    for n in (1, 3, 4, 12):
+        parts = list(range(n))
+        for asset in ("SPY", "TLT", "EURUSD", "BRK.B", "^GSPC", "A" * 32):
+            raw = asset.encode()
+            theirs = (murmur2(raw) & 0x7FFFFFFF) % n  # kafka-python's DefaultPartitioner
+            assert faust_side(raw, parts, parts) == theirs
