@@ -76,6 +76,9 @@ _DATE_RE = re.compile(r"(\d{4}-\d{2}-\d{2})(?:[T ][0-9:.]*(?:Z|[+-]\d{2}:?\d{2})
 _CALENDAR_POLICIES = ("traded", "union", "intersection")
 
 
+_Cells = Sequence[str] | NDArray[np.str_]
+
+
 class HistoryError(DataError):
     """A history file or folder that cannot be used; the message names file and line."""
 
@@ -282,10 +285,10 @@ _LABELS = {"open": "Open", "high": "High", "low": "Low", "close": "Close", "adjc
 def _validate(
     name: str,
     source: str,
-    lines: Sequence[int],
-    date_cells: Sequence[str] | NDArray[np.datetime64],
-    price_cells: Mapping[str, Sequence[str]],
-    volume_cells: Sequence[str],
+    lines: Sequence[int] | NDArray[np.int64],
+    date_cells: _Cells | NDArray[np.datetime64],
+    price_cells: Mapping[str, _Cells],
+    volume_cells: _Cells,
     ohlc_tolerance: float,
 ) -> _Series:
     """Turn the text columns of one asset into a validated :class:`_Series`.
@@ -337,8 +340,9 @@ def _validate(
         step = np.diff(dates).astype(np.int64)
         if (step <= 0).any():
             i = _first(step <= 0) + 1
-            if step[i - 1] == 0:
-                msg = f"date {dates[i]} repeats the row on line {line[i - 1]}"
+            twin = int(np.searchsorted(dates[:i], dates[i]))  # dates[:i] are increasing
+            if dates[twin] == dates[i]:
+                msg = f"date {dates[i]} repeats the row on line {line[twin]}"
             else:
                 msg = f"date {dates[i]} comes after {dates[i - 1]} (line {line[i - 1]}): not sorted"
             raise HistoryError(f"{source}:{line[i]}: {msg}")
@@ -361,11 +365,20 @@ def _validate(
     if adjusted:
         ratio = p["adjclose"] / c
         o, h, lo, c = o * ratio, h * ratio, lo * ratio, p["adjclose"]
-    arrays = [dates, o, h, lo, c, volume]
-    for arr in arrays:
+    for arr in (dates, o, h, lo, c, volume):
         arr.flags.writeable = False
     return _Series(
-        name, source, *arrays, repaired=repaired, skipped_rows=skipped, adjusted=adjusted
+        name,
+        source,
+        dates,
+        o,
+        h,
+        lo,
+        c,
+        volume,
+        repaired=repaired,
+        skipped_rows=skipped,
+        adjusted=adjusted,
     )
 
 
@@ -395,7 +408,9 @@ def _parse_csv(path: Path, name: str, ohlc_tolerance: float) -> _Series:
             )
     lines = [line for line, _ in data]
     col = {k: [row[keys.index(k)].strip() for _, row in data] for k in wanted if k in keys}
-    prices = {k: col[k] for k in ("open", "high", "low", "close", "adjclose") if k in col}
+    prices: dict[str, _Cells] = {
+        k: col[k] for k in ("open", "high", "low", "close", "adjclose") if k in col
+    }
     if not data:
         raise HistoryError(f"{source}:{header_line}: no data rows after the header")
     return _validate(name, source, lines, col["date"], prices, col["volume"], ohlc_tolerance)
@@ -461,7 +476,7 @@ def _align(
     if cal.size == 0:
         raise HistoryError(f"the calendar ({how}) has no date in the common period {start}..{end}")
 
-    dropped: list[np.datetime64] = []
+    dropped: list[NDArray[np.datetime64]] = []
     while True:
         gaps: list[tuple[str, int, int]] = []
         for a in assets:
@@ -482,7 +497,7 @@ def _align(
         drop = np.zeros(cal.size, dtype=bool)
         for _, i, j in gaps:
             drop[i:j] = True
-        dropped += cal[drop].tolist()
+        dropped.append(cal[drop])
         cal = cal[~drop]
         if cal.size == 0:
             raise HistoryError("every calendar date was dropped for gaps longer than max_ffill")
@@ -523,7 +538,7 @@ def _align(
         off_calendar=report["off_calendar"],
         filled=report["filled"],
         longest_fill=report["longest_fill"],
-        dropped_dates=tuple(np.datetime64(d, "D") for d in dropped),
+        dropped_dates=tuple(np.concatenate(dropped)) if dropped else (),
         repaired=report["repaired"],
         skipped_rows=report["skip"],
         adjusted=tuple(a for a in assets if series[a].adjusted),
