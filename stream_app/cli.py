@@ -92,7 +92,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     from stream_app.portfolio import equal_weights, parse_weights
     from stream_app.tables import backtest_table
 
-    console = Console(stderr=False)
+    console = Console(width=None if sys.stdout.isatty() else 200)
     models = parse_model_names(args.models)
     panel = load_history(args.data, max_ffill=args.max_ffill)
     if args.assets:
