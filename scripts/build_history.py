@@ -276,11 +276,19 @@ def sources_md(series: list[Series], blob: bytes) -> str:
         "low and volume is a close-only bar. Close-only series and days get from the loader",
         "Open = High = Low = Close and volume 0, so range-based volatility estimators",
         "(Parkinson, Garman-Klass) degrade to close-to-close ones on those series.",
-        "Prices are adjusted closes (total-return style) where the source is adjusted.",
+        "Stock and factor-ETF closes are adjusted closes (skfolio: 'adjusted closing",
+        "prices'); SP500 and NASDAQ are price-index levels (no dividends).",
         "FX quotes are ECB reference rates (fixed about 14:15 CET), not synchronous with the",
         "US close; `load_shipped_history` forward-fills them on US trading days without a fix.",
         "",
-        f"File: {len(blob):,} bytes, sha256 `{hashlib.sha256(blob).hexdigest()}`.",
+        f"File: about {len(blob) / 1e6:.1f} MB gzipped; sha256 of the uncompressed CSV",
+        f"`{hashlib.sha256(gzip.decompress(blob)).hexdigest()}`.",
+        "",
+        "Loading: `producers.history.load_shipped_history()` returns the series that span",
+        "1999-01-04..2022-12-28 (`SHIPPED_DEFAULT_ASSETS`: the 20 stocks, SP500 and six USD",
+        "FX rates) on the SP500 (US trading) calendar; name others explicitly, e.g.",
+        "`load_shipped_history(['SP500', 'WTI', 'NASDAQ'])`: the panel then spans the",
+        "common period of the series named.",
         "",
         "## Packages",
         "",
@@ -326,8 +334,9 @@ def sources_md(series: list[Series], blob: bytes) -> str:
         "python scripts/build_history.py --check   # exit 1 if the committed files differ",
         "```",
         "",
-        "The output is deterministic (fixed number formats, sorted rows, gzip mtime 0): the",
-        "same package versions give the same bytes.",
+        "The output is deterministic (fixed number formats, sorted rows and columns, gzip",
+        "mtime 0): the same package versions give the same CSV (`--check` compares the",
+        "uncompressed CSV, so another zlib build does not count as a change).",
         "",
     ]
     return "\n".join(lines)
@@ -352,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     doc = sources_md(series, blob)
 
     if args.check:
-        same = OUT_CSV.exists() and OUT_CSV.read_bytes() == blob
+        same = OUT_CSV.exists() and gzip.decompress(OUT_CSV.read_bytes()) == gzip.decompress(blob)
         same_md = OUT_MD.exists() and OUT_MD.read_text(encoding="utf-8") == doc
         print(f"{OUT_CSV.relative_to(ROOT)}: {'up to date' if same else 'DIFFERS'}")
         print(f"{OUT_MD.relative_to(ROOT)}: {'up to date' if same_md else 'DIFFERS'}")
