@@ -71,6 +71,7 @@ SHIPPED_DEFAULT_ASSETS: tuple[str, ...] = (
 _SHIPPED_FILE = "history.csv.gz"
 _SHIPPED_CALENDAR = "SP500"
 _REQUIRED = ("date", "open", "high", "low", "close", "volume")
+_HEADER = ("Date", "Open", "High", "Low", "Close", "Volume")
 _MISSING = ("", "null", "NULL", "Null")
 _DATE_RE = re.compile(r"(\d{4}-\d{2}-\d{2})(?:[T ][0-9:.]*(?:Z|[+-]\d{2}:?\d{2})?)?")
 _CALENDAR_POLICIES = ("traded", "union", "intersection")
@@ -416,9 +417,6 @@ def _parse_csv(path: Path, name: str, ohlc_tolerance: float) -> _Series:
     return _validate(name, source, lines, col["date"], prices, col["volume"], ohlc_tolerance)
 
 
-_HEADER = ("Date", "Open", "High", "Low", "Close", "Volume")
-
-
 # --------------------------------------------------------------------------- alignment
 
 
@@ -538,7 +536,7 @@ def _align(
         off_calendar=report["off_calendar"],
         filled=report["filled"],
         longest_fill=report["longest_fill"],
-        dropped_dates=tuple(np.concatenate(dropped)) if dropped else (),
+        dropped_dates=tuple(np.sort(np.concatenate(dropped))) if dropped else (),
         repaired=report["repaired"],
         skipped_rows=report["skip"],
         adjusted=tuple(a for a in assets if series[a].adjusted),
