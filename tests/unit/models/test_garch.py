@@ -86,9 +86,9 @@ def test_tail_mean_matches_arch_partial_moment(p: GarchParams, tail: float) -> N
 def test_var_es_against_measures(p: GarchParams) -> None:
     levels = (0.95, 0.975, 0.99)
     var, es = p.var_es(0.1, 1.7, levels)
-    var_num, es_num = var_es_from_ppf(0.1, 1.7, p.std_ppf, levels, n_grid=200_000)
+    var_num, es_num = var_es_from_ppf(0.1, 1.7, p.std_ppf, levels, n_grid=50_000)
     np.testing.assert_allclose(var, var_num, rtol=1e-12)
-    np.testing.assert_allclose(es, es_num, rtol=2e-4)
+    np.testing.assert_allclose(es, es_num, rtol=5e-4)
     if p.dist == "t":
         var_t, es_t = var_es_student_t(0.1, 1.7, p.nu, levels, standardized=True)
         np.testing.assert_allclose(var, var_t, rtol=1e-10)
@@ -323,15 +323,15 @@ def test_rolling_first_fit_failure_falls_back(
 
 
 def test_stale_feed_falls_back_quietly_except_for_our_warning() -> None:
-    g = RollingGarch("gjr", "skewt", window=100, refit_every=10, min_obs=30)
+    g = RollingGarch("gjr", "skewt", window=100, refit_every=20, min_obs=30)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        for _ in range(50):
+        for _ in range(40):
             g.update(0.0)
-        for v in np.random.default_rng(42).standard_normal(100):
+        for v in np.random.default_rng(42).standard_normal(60):
             g.update(v)
     assert {w.category for w in caught} == {ConvergenceWarning}
-    assert g.n_failed_refits_ >= 1 and g.n_refits_ == 13
+    assert g.n_failed_refits_ >= 1 and g.n_refits_ == 4
     mu, sigma2 = g.forecast()
     assert np.isfinite(mu) and 0.0 < sigma2 < 10.0
     assert np.all(np.isfinite(g.std_resid_))
