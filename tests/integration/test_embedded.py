@@ -1,0 +1,85 @@
+"""The embedded broker and Valkey: real protocol requests, restart, stop by pid."""
+
+import os
+
+import pytest
+
+from stream_app.embedded import EmbeddedKafka
+
+pytestmark = pytest.mark.integration
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie still answers kill(0); read its state
+    with open(f"/proc/{pid}/stat") as fh:
+        return fh.read().split()[2] != "Z"
+
+
+def test_broker_produce_consume_restart(kafka_broker):
+    from kafka import KafkaConsumer, KafkaProducer
+
+    from producers.kafka_out import ensure_topics
+
+    assert ensure_topics(kafka_broker.bootstrap, ["emb-t"], 2) == ["emb-t"]
+    assert ensure_topics(kafka_broker.bootstrap, ["emb-t"], 2) == []
+    producer = KafkaProducer(
+        bootstrap_servers=kafka_broker.bootstrap, acks="all", enable_idempotence=True
+    )
+    producer.send("emb-t", key=b"k", value=b"v", headers=[("h", b"1")])
+    producer.flush()
+    producer.close()
+    consumer = KafkaConsumer(
+        "emb-t",
+        bootstrap_servers=kafka_broker.bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=10_000,
+    )
+    msg = next(iter(consumer))
+    consumer.close()
+    assert (msg.key, msg.value, msg.headers) == (b"k", b"v", [("h", b"1")])
+
+
+def test_broker_restart_keeps_port_and_loses_memory(tmp_path):
+    from producers.kafka_out import ensure_topics
+
+    broker = EmbeddedKafka(log_dir=tmp_path)
+    with broker:
+        port, pid = broker.port, broker.pid
+        ensure_topics(broker.bootstrap, ["gone"], 1)
+        broker.kill()
+        assert not _alive(pid)
+        broker.start()
+        assert broker.port == port and broker.pid != pid
+        # in-memory storage: the topic did not survive
+        assert ensure_topics(broker.bootstrap, ["gone"], 1) == ["gone"]
+        pid2 = broker.pid
+    assert broker.pid is None and not _alive(pid2)
+    assert "listening on" in broker.log_tail()
+
+
+def test_valkey_with_password(valkey_server):
+    import redis
+
+    client = redis.Redis(host=valkey_server.host, port=valkey_server.port, password="it-secret")
+    assert client.ping()
+    client.xadd("s", {"a": "1"}, maxlen=10)
+    assert client.xlen("s") == 1
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    wrong = redis.Redis(
+        host=valkey_server.host,
+        port=valkey_server.port,
+        password="nope",
+        retry=Retry(NoBackoff(), 0),
+    )
+    with pytest.raises(redis.AuthenticationError):
+        wrong.ping()
+    # the password is not on the command line
+    with open(f"/proc/{valkey_server.pid}/cmdline", "rb") as fh:
+        assert b"it-secret" not in fh.read()
+    client.close()
