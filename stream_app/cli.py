@@ -77,11 +77,11 @@ def _add_backtest(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
-    from producers.history import load_history
-    from producers.presets import resolve_period
     from rich.console import Console
 
     from models.registry import parse_model_names
+    from producers.history import load_history
+    from producers.presets import resolve_period
     from stream_app.backtest_cmd import (
         BacktestPlan,
         run_models,
@@ -94,16 +94,25 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
     console = Console(width=None if sys.stdout.isatty() else 200)
     models = parse_model_names(args.models)
-    panel = load_history(args.data, max_ffill=args.max_ffill)
     if args.assets:
         wanted = [a.strip() for a in args.assets.split(",") if a.strip()]
-        portfolio = equal_weights(wanted)
-        portfolio.check_against(panel.assets)
+    elif args.weights and args.weights.strip().lower() != "equal":
+        wanted = list(parse_weights(args.weights, None).assets)
+    else:
+        wanted = None  # every asset of the data
+    panel = load_history(args.data, wanted, max_ffill=args.max_ffill)
+    if args.assets or wanted is None:
+        portfolio = equal_weights(list(panel.assets))
     else:
         portfolio = parse_weights(args.weights, panel.assets)
     panel = panel.select(portfolio.assets)
-    start, end, _ = resolve_period(args.period, panel.dates)
+    start, end, _ = resolve_period(args.period, panel.dates, warmup_days=0)
     first = int(np.searchsorted(panel.dates, start))
+    if first < args.warmup_days + 1:
+        console.print(
+            f"[yellow]warning:[/] only {first} trading days before {start} for warm-up "
+            f"(asked for {args.warmup_days}); early forecasts may be missing or less reliable"
+        )
     panel = panel.between(panel.dates[max(0, first - args.warmup_days - 1)], end)
     plan = BacktestPlan(panel, portfolio, tuple(models), start, end, seed=args.seed)
     out = Path(args.out) if args.out else Path("runs") / time.strftime("backtest-%Y%m%d-%H%M%S")

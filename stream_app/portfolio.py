@@ -104,9 +104,14 @@ def load_portfolios(path: str | Path) -> list[Portfolio]:
     return [_from_mapping(p.stem, doc)]
 
 
-def parse_weights(spec: str | None, available: list[str] | tuple[str, ...]) -> Portfolio:
-    """A portfolio from ``--weights``: None/"equal", ``"SPY=0.6,TLT=0.4"`` or a YAML path."""
+def parse_weights(spec: str | None, available: list[str] | tuple[str, ...] | None) -> Portfolio:
+    """A portfolio from ``--weights``: None/"equal", ``"SPY=0.6,TLT=0.4"`` or a YAML path.
+
+    The assets are checked against ``available`` unless it is None.
+    """
     if spec is None or spec.strip().lower() == "equal":
+        if available is None:
+            raise PortfolioError("equal weights need the list of available assets")
         return equal_weights(list(available))
     if spec.endswith((".yaml", ".yml")) or Path(spec).is_file():
         portfolio = load_portfolios(spec)[0]
@@ -118,5 +123,6 @@ def parse_weights(spec: str | None, available: list[str] | tuple[str, ...]) -> P
                 raise PortfolioError(f"bad weight {part!r}: expected ASSET=WEIGHT, e.g. SPY=0.6")
             mapping[asset.strip()] = value.strip()
         portfolio = _from_mapping("cli", mapping)
-    portfolio.check_against(available)
+    if available is not None:
+        portfolio.check_against(available)
     return portfolio
