@@ -8,10 +8,13 @@ metrics and runs a Faust worker until SIGINT/SIGTERM.
 Topics (names from :class:`~stream_app.settings.Settings`; all ``settings.partitions``
 partitions, raw bytes in and out):
 
-``ticks``      key = asset, value = a JSON tick (:class:`~stream_app.records.Tick`).
-``ticks.dlq``  key and value = the rejected message exactly as it arrived; headers
-               ``reason`` (a :class:`~stream_app.validate.Reason` string),
-               ``source_topic``, ``source_partition``, ``source_offset``.
+``ticks``      key = asset, value = a JSON tick (:class:`~stream_app.records.Tick`) or
+               a bundle: a JSON array of ticks of that asset, in order.
+``ticks.dlq``  key and value = the rejected message exactly as it arrived (for a bad
+               item of a bundle: that item, re-encoded); headers ``reason`` (a
+               :class:`~stream_app.validate.Reason` string), ``source_topic``,
+               ``source_partition``, ``source_offset`` and, for a bundle item,
+               ``bundle_index``.
 ``bars``       key = portfolio (``settings.portfolio``), value = a JSON
                :class:`~stream_app.records.Bar`: ``kind="bar"`` for a closed daily bar,
                ``kind="last"`` for a throttled snapshot of the open bar. Keying by
@@ -148,6 +151,21 @@ class _BatchStore(MutableMapping[str, dict[str, Any]]):
                 del self.table[key]
 
 
+def _chunks_by_bytes(events: Any, max_bytes: int) -> Iterator[list[Any]]:
+    """Split a batch so that no chunk holds much more than ``max_bytes`` of values
+    (bundles make one message worth many ticks; a chunk bounds the loop's stall)."""
+    chunk: list[Any] = []
+    size = 0
+    for event in events:
+        chunk.append(event)
+        size += len(event.value) if isinstance(event.value, bytes | bytearray) else 0
+        if size >= max_bytes:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk
+
+
 class IngestRuntime:
     """What the ``ingest`` agent needs, in one object (tests replace :meth:`publish`)."""
 
@@ -217,6 +235,8 @@ class IngestRuntime:
                 ("source_partition", str(dead.partition).encode()),
                 ("source_offset", str(dead.offset).encode()),
             ]
+            if dead.bundle_index is not None:
+                headers.append(("bundle_index", str(dead.bundle_index).encode()))
             await self.dlq_topic.send(key=dead.key, value=dead.value, headers=headers)
         for bar in result.bars:
             await self.bars_topic.send(key=bar.portfolio.encode(), value=bar.encode())
@@ -304,19 +324,21 @@ def create_app(
         async for events in stream.take_events(
             settings.ingest_batch_max, within=settings.ingest_batch_within
         ):
-            t0 = time.perf_counter()
-            result = rt.handle_batch(list(events))
-            await rt.publish(result)
-            rt.count(result, time.perf_counter() - t0)
-            if result.dead:
-                rt.log_dead(result)
-            yield {
-                "n_in": result.n_in,
-                "n_ok": result.n_ok,
-                "n_dead": len(result.dead),
-                "n_bars": len(result.bars),
-                "n_lasts": len(result.lasts),
-            }
+            summary = dict.fromkeys(("n_in", "n_ok", "n_dead", "n_bars", "n_lasts"), 0)
+            for chunk in _chunks_by_bytes(events, settings.ingest_chunk_bytes):
+                t0 = time.perf_counter()
+                result = rt.handle_batch(chunk)
+                await rt.publish(result)
+                rt.count(result, time.perf_counter() - t0)
+                if result.dead:
+                    rt.log_dead(result)
+                summary["n_in"] += result.n_in
+                summary["n_ok"] += result.n_ok
+                summary["n_dead"] += len(result.dead)
+                summary["n_bars"] += len(result.bars)
+                summary["n_lasts"] += len(result.lasts)
+                await asyncio.sleep(0)  # let heartbeats and fetches run between chunks
+            yield summary
 
     rt.agent = ingest
     return app

@@ -84,8 +84,11 @@ class Settings(BaseSettings):
     consumer_fetch_max_wait_ms: int = Field(
         10, ge=0, le=10_000, description="The broker adds this to latency: keep it small."
     )
-    ingest_batch_max: int = Field(2000, ge=1, description="Max ticks per ingest batch.")
+    ingest_batch_max: int = Field(2000, ge=1, description="Max messages per ingest batch.")
     ingest_batch_within: float = Field(0.02, gt=0, description="Max seconds to fill a batch.")
+    ingest_chunk_bytes: int = Field(
+        262_144, ge=1024, description="Process a batch in chunks of about this many bytes."
+    )
     data_dir: Path | None = Field(None, description="Faust data dir; None = a temp dir.")
 
     # -- ingest semantics -----------------------------------------------------
@@ -93,6 +96,9 @@ class Settings(BaseSettings):
         None, description="Accepted assets; None accepts any well-formed name."
     )
     max_tick_bytes: int = Field(4096, ge=64, le=1_048_576)
+    max_bundle_bytes: int = Field(
+        1_048_576, ge=64, le=16_777_216, description="Max bytes of a bundle (JSON array of ticks)."
+    )
     portfolio: str = Field("default", min_length=1, description="Key of messages on `bars`.")
     last_price_interval_s: float = Field(
         900.0, ge=0, description="Event-time seconds between last-price messages; 0 = off."

@@ -19,7 +19,7 @@ from typing import Any
 
 from stream_app.records import NS_PER_DAY, Tick, iso_to_ns, loads
 
-__all__ = ["MAX_TS_NS", "Reason", "validate_tick"]
+__all__ = ["MAX_TS_NS", "Reason", "parse_payload", "validate_tick", "validate_tick_obj"]
 
 #: Latest accepted event time: 2200-01-01T00:00:00Z in ns.
 MAX_TS_NS = 7_258_118_400 * 1_000_000_000
@@ -34,7 +34,7 @@ class Reason(enum.StrEnum):
 
     MALFORMED = "malformed"  #: not a UTF-8 JSON object
     OVERSIZED = "oversized"  #: more bytes than ``max_bytes``
-    MISSING_FIELD = "missing_field"  #: asset, ts, price or seq absent
+    MISSING_FIELD = "missing_field"  #: asset, ts, price or seq absent (or null)
     BAD_TYPE = "bad_type"  #: a field of the wrong type (bool for a number, ...)
     BAD_ASSET = "bad_asset"  #: not a 1-32 character asset name
     BAD_TIMESTAMP = "bad_timestamp"  #: unparsable, or outside 1970..2200
@@ -49,12 +49,19 @@ class Reason(enum.StrEnum):
     INTERNAL_ERROR = "internal_error"  #: the worker failed on it (a bug: see the log)
 
 
-def _is_number(x: Any) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool)
+_NAMES_OK: set[str] = set()  # names that passed their regex (bounded cache)
+_NAMES_MAX = 4096
 
 
-def _is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
+def _name_ok(pattern: re.Pattern[str], name: str) -> bool:
+    if name in _NAMES_OK:
+        return True
+    if pattern.fullmatch(name) is None:
+        return False
+    if len(_NAMES_OK) >= _NAMES_MAX:
+        _NAMES_OK.clear()
+    _NAMES_OK.add(name)
+    return True
 
 
 def validate_tick(
@@ -95,70 +102,78 @@ def validate_tick(
     >>> validate_tick(b'{"asset":"SPY","ts":0,"price":1,"seq":1}', {("", "SPY"): {"seq": 1, "ts": 0}})
     (None, <Reason.DUPLICATE_SEQ: 'duplicate_seq'>)
     """
-    return _validate(raw, state, assets, max_bytes, day_offset_ns)
+    data, reason = parse_payload(raw, max_bytes)
+    if reason is not None:
+        return None, reason
+    if not isinstance(data, dict):
+        return None, Reason.MALFORMED
+    return validate_tick_obj(data, state, assets=assets, day_offset_ns=day_offset_ns)
 
 
-def _validate(
-    raw: Any,
-    state: Mapping[tuple[str, str], Mapping[str, Any]],
-    assets: Collection[str] | None,
-    max_bytes: int,
-    day_offset_ns: int,
-) -> tuple[Tick | None, Reason | None]:
+def parse_payload(raw: Any, max_bytes: int) -> tuple[Any, Reason | None]:
+    """Size check and JSON parse of a message value: ``(data, None)`` or ``(None, reason)``."""
     if not isinstance(raw, bytes | bytearray | memoryview | str):
         return None, Reason.MALFORMED
     if len(raw) > max_bytes:
         return None, Reason.OVERSIZED
     try:
-        data = loads(bytes(raw) if not isinstance(raw, bytes | str) else raw)
+        return loads(bytes(raw) if not isinstance(raw, bytes | str) else raw), None
     except Exception:
         return None, Reason.MALFORMED
-    if not isinstance(data, dict):
-        return None, Reason.MALFORMED
-    eod = data.get("eod", False)
-    if not isinstance(eod, bool):
-        return None, Reason.BAD_TYPE
-    required = ("asset", "ts", "seq") if eod else ("asset", "ts", "price", "seq")
-    for name in required:
-        if name not in data:
-            return None, Reason.MISSING_FIELD
 
-    asset = data["asset"]
-    if not isinstance(asset, str):
+
+def validate_tick_obj(
+    data: dict[str, Any],
+    state: Mapping[tuple[str, str], Mapping[str, Any]],
+    *,
+    assets: Collection[str] | None = None,
+    day_offset_ns: int = 0,
+) -> tuple[Tick | None, Reason | None]:
+    """Check one already-parsed tick object (an element of a bundle); never raises."""
+    # Exact type checks (``type(x) is int`` rejects bool): the hot path of the worker.
+    eod = data.get("eod", False)
+    if type(eod) is not bool:
         return None, Reason.BAD_TYPE
-    if not _ASSET.fullmatch(asset):
+    asset = data.get("asset")
+    ts = data.get("ts")
+    seq = data.get("seq")
+    price = data.get("price")
+    if asset is None or ts is None or seq is None or (price is None and not eod):
+        return None, Reason.MISSING_FIELD
+
+    if type(asset) is not str:
+        return None, Reason.BAD_TYPE
+    if not _name_ok(_ASSET, asset):
         return None, Reason.BAD_ASSET
-    run_id = data.get("run_id", "")
-    source = data.get("source", "")
+    run_id = data.get("run_id")
+    source = data.get("source")
     if run_id is None:
         run_id = ""
-    if not isinstance(run_id, str) or not isinstance(source, str):
+    if source is None:
+        source = ""
+    if type(run_id) is not str or type(source) is not str:
         return None, Reason.BAD_TYPE
-    if not _RUN_ID.fullmatch(run_id) or len(source) > _SOURCE_MAX:
+    if (run_id and not _name_ok(_RUN_ID, run_id)) or len(source) > _SOURCE_MAX:
         return None, Reason.BAD_TYPE
 
-    ts = data["ts"]
-    if isinstance(ts, str):
+    if type(ts) is str:
         try:
             ts = iso_to_ns(ts)
         except (ValueError, OverflowError):
             return None, Reason.BAD_TIMESTAMP
-    elif not _is_int(ts):
+    elif type(ts) is not int:
         return None, Reason.BAD_TYPE
     if not 0 <= ts <= MAX_TS_NS:
         return None, Reason.BAD_TIMESTAMP
 
-    seq = data["seq"]
-    if not _is_int(seq):
-        return None, Reason.BAD_TYPE
-    if not 0 <= seq <= _MAX_INT64:
+    if type(seq) is not int or not 0 <= seq <= _MAX_INT64:
         return None, Reason.BAD_TYPE
 
-    price = data.get("price", 0.0)
-    size = data.get("size", 0.0)
-    if price is None and eod:
+    if price is None:
         price = 0.0
-    if not _is_number(price) or not _is_number(size):
+    size = data.get("size", 0.0)
+    tp, ts_ = type(price), type(size)
+    if (tp is not float and tp is not int) or (ts_ is not float and ts_ is not int):
         return None, Reason.BAD_TYPE
     price = float(price)
     size = float(size)

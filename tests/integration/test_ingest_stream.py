@@ -68,9 +68,14 @@ def test_replay_through_broker_and_worker(kafka_broker, worker):
             "key_mismatch",
         ),
     ]
+    # a bundle: a good tick a day later, then a bad one (dead-lettered alone)
+    gld = {**base, "asset": "GLD", "ts": last_ts + 86_400 * 10**9, "price": 2.0}
+    bundle = [{**gld, "seq": 10_004}, {**gld, "seq": 10_005, "size": -1.0}]
     with TickPublisher(bootstrap, TOPICS["topic_ticks"], run_id="it-1", source="it") as pub:
         for key, value, _ in bad:
             pub.send_raw(key, value)
+        pub.send_raw(b"GLD", dumps(bundle))
+    bad.append((b"GLD", dumps(bundle[1]), "negative_size"))
 
     n_bars = panel.n_days * panel.n_assets
 
@@ -105,8 +110,11 @@ def test_replay_through_broker_and_worker(kafka_broker, worker):
     assert got == sorted(bad)
     assert all(dict(m.headers)["source_topic"] == TOPICS["topic_ticks"].encode() for m in dead)
 
-    assert w.metric("riskmon_ticks_in_total") == 300 + 15 + len(bad)
-    assert w.metric("riskmon_ticks_ok_total") == 315
+    bundled = [m for m in dead if m.key == b"GLD"]
+    assert dict(bundled[0].headers)["bundle_index"] == b"1"
+
+    assert w.metric("riskmon_ticks_in_total") == 300 + 15 + len(bad) + 1
+    assert w.metric("riskmon_ticks_ok_total") == 315 + 1
     for _, _, reason in bad:
         assert w.metric("riskmon_dlq_total", reason=reason) == 1
     assert w.metric("riskmon_bars_out_total", closed_by="eod") == n_bars

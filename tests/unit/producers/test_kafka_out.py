@@ -134,3 +134,28 @@ def test_run_id_is_valid():
     assert Settings(replay_run_id=rid).replay_run_id == rid
     with pytest.raises(ValueError, match="days_per_second"):
         replay_panel(synthetic_panel(3), "h:1", days_per_second=0)
+
+
+def test_bundled_replay_rebuilds_the_panel(fake, panel):
+    stats = replay_panel(panel, "h:1", run_id="r3", ticks_per_day=10, bundle=4)
+    prod = fake.instances[0]
+    # per asset-day: bundles of 4, 4, 2, then one eod marker
+    assert stats.ticks == 80 and len(prod.sent) == 4 * 2 * 4
+    first = loads(prod.sent[0][2])
+    assert isinstance(first, list) and len(first) == 4
+    assert [t["seq"] for t in first] == [0, 1, 2, 3]
+    proc = IngestProcessor(last_price_interval_s=0)
+    res = proc.process([(k, v, 0, i) for i, (_, k, v) in enumerate(prod.sent)], {})
+    assert not res.dead and res.n_ok == 88
+    got = {(b.asset, b.day): (b.open, b.high, b.low, b.close, b.volume) for b in res.bars}
+    for i, day in enumerate(panel.dates):
+        for j, asset in enumerate(panel.assets):
+            assert got[(asset, str(day))] == (
+                panel.open[i, j],
+                panel.high[i, j],
+                panel.low[i, j],
+                panel.close[i, j],
+                panel.volume[i, j],
+            )
+    with pytest.raises(ValueError, match="bundle=0"):
+        replay_panel(panel, "h:1", bundle=0)

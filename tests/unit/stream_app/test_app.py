@@ -117,11 +117,14 @@ def test_publish_sends_dlq_with_headers_and_bars_by_portfolio():
 
     res = BatchResult(n_in=2)
     res.dead.append(DeadLetter(b"SPY", b"\x00raw", Reason.NON_FINITE, 2, 41))
+    res.dead.append(DeadLetter(b"SPY", b"{}", Reason.MISSING_FIELD, 2, 42, bundle_index=3))
     res.bars.append(Bar("SPY", "2008-09-15", 1, 2, 0.5, 1.5, 10, 3, 0, 2, 0, 1, "book1"))
     rt.dlq_topic.send = types.MethodType(fake_send, rt.dlq_topic)
     rt.bars_topic.send = types.MethodType(fake_send, rt.bars_topic)
     asyncio.run(IngestRuntime.publish(rt, res))  # make_app replaced rt.publish
-    (dlq_topic, dlq), (bars_topic, bar) = calls
+    (dlq_topic, dlq), (_, dlq2), (bars_topic, bar) = calls
+    assert dict(dlq2["headers"])["bundle_index"] == b"3"
+    assert "bundle_index" not in dict(dlq["headers"])
     assert dlq_topic == "ticks.dlq" and bars_topic == "bars"
     assert dlq["key"] == b"SPY" and dlq["value"] == b"\x00raw"
     assert dict(dlq["headers"]) == {
@@ -151,3 +154,12 @@ def test_changelog_partition_matches_tick_partition():
             raw = asset.encode()
             theirs = (murmur2(raw) & 0x7FFFFFFF) % n  # kafka-python's DefaultPartitioner
             assert faust_side(raw, parts, parts) == theirs
+
+
+def test_batches_split_into_chunks_by_bytes():
+    from stream_app.app import _chunks_by_bytes
+
+    events = [types.SimpleNamespace(value=b"x" * n) for n in (10, 10, 30, 5, 50, 1)]
+    chunks = list(_chunks_by_bytes(events, 25))
+    assert [[len(e.value) for e in c] for c in chunks] == [[10, 10, 30], [5, 50], [1]]
+    assert list(_chunks_by_bytes([], 25)) == []

@@ -153,3 +153,50 @@ def test_bad_parameters():
         IngestProcessor(last_price_interval_s=-1)
     with pytest.raises(ValueError, match="trading_day_offset_hours=30"):
         IngestProcessor(trading_day_offset_hours=30)
+
+
+def test_bundles_items_checked_one_by_one(rng, bars):
+    from stream_app.records import dumps, loads
+
+    proc = IngestProcessor(last_price_interval_s=0)
+    store = {}
+    ticks = day_ticks(rng, "SPY", DAYS[0], bars[0], n=8)
+    items = [t.to_dict() for t in ticks]
+    items.insert(3, {**items[2], "price": -1.0, "seq": 99})  # bad item in the middle
+    items.insert(5, "not an object")
+    bundle = dumps(items[:6])
+    res = proc.process([(b"SPY", bundle, 1, 5), (b"SPY", dumps(items[6:]), 1, 6)], store)
+    assert res.n_in == 10 and res.n_ok == 8
+    assert [(d.reason, d.bundle_index, d.offset) for d in res.dead] == [
+        (Reason.NON_POSITIVE, 3, 5),
+        (Reason.MALFORMED, 5, 5),
+    ]
+    assert loads(res.dead[0].value) == items[3]
+    eod = Tick("SPY", ticks[-1].ts, 0.0, 0.0, 100, eod=True)
+    (bar,) = proc.process([msg(eod)], store).bars
+    assert (bar.open, bar.high, bar.low, bar.close, bar.volume) == bars[0]
+    assert bar.n_ticks == 8
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b"[1, 2", Reason.MALFORMED),
+        (b"[]", Reason.MALFORMED),
+        (b"[" + b" " * 200 + b"]", Reason.OVERSIZED),
+    ],
+)
+def test_bad_bundles_dead_lettered_whole(value, reason):
+    proc = IngestProcessor(max_bundle_bytes=100)
+    res = proc.process([(b"SPY", value, 0, 9)], {})
+    assert [(d.reason, d.value, d.bundle_index) for d in res.dead] == [(reason, value, None)]
+    assert res.n_in == 1
+
+
+def test_bundle_key_mismatch_per_item():
+    from stream_app.records import dumps
+
+    proc = IngestProcessor()
+    items = [Tick("SPY", 1, 1.0, 0.0, 0).to_dict(), Tick("TLT", 1, 1.0, 0.0, 0).to_dict()]
+    res = proc.process([(b"SPY", dumps(items), 0, 0)], {})
+    assert res.n_ok == 1 and [d.reason for d in res.dead] == [Reason.KEY_MISMATCH]

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream_app.records import NS_PER_DAY, Tick
-from stream_app.validate import MAX_TS_NS, Reason, validate_tick
+from stream_app.validate import MAX_TS_NS, Reason, validate_tick, validate_tick_obj
 
 GOOD = {"asset": "SPY", "ts": 10 * NS_PER_DAY + 5, "price": 101.5, "size": 3.0, "seq": 7}
 
@@ -173,3 +173,12 @@ def test_reason_strings_are_stable():
         "out_of_order",
         "duplicate_seq",
     }
+
+
+@settings(max_examples=300)
+@given(st.dictionaries(field_names, json_values | st.floats(), max_size=8))
+def test_obj_check_never_raises(obj):
+    state = {("", "SPY"): {"seq": 5, "ts": 0, "closed_day": 3}}
+    for args in ({}, state):
+        tick, reason = validate_tick_obj(obj, args)
+        assert (tick is None) != (reason is None)
