@@ -1,0 +1,172 @@
+"""LstmCopula: streaming contract, Monte Carlo oracles, contributions, quantile table."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from scipy import special, stats
+
+from models.base import LEVELS
+from models.exceptions import NotEnoughObservations
+from models.lstm_copula import LstmCopula, QuantileTable, tail_var_es
+from models.lstm_marginals import LstmArtifact, LstmMarginals, MarginalConfig
+from models.measures import var_es_from_samples
+
+TINY = MarginalConfig(window=10, hidden_size=5, head_size=5, burn_in=4)
+KW = dict(n_scenarios=2000, copula_window=40, copula_min_obs=20, refit_every=7)
+
+
+def tiny_artifact(seed: int = 0) -> LstmArtifact:
+    torch.manual_seed(seed)
+    net = LstmMarginals(TINY)
+    with torch.no_grad():
+        for p in net.lstm.parameters():
+            p.normal_(0.0, 0.3)
+    return LstmArtifact(TINY, net.numpy_weights(), "lstm_copula-test", {})
+
+
+@pytest.fixture(scope="module")
+def artifact() -> LstmArtifact:
+    return tiny_artifact()
+
+
+def returns(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
+    corr = 0.5 * np.eye(d) + 0.5
+    z = rng.standard_normal((n, d)) @ np.linalg.cholesky(corr).T
+    w = rng.chisquare(5, size=(n, 1)) / 5
+    return 0.01 * z / np.sqrt(w)
+
+
+def test_warm_up_raises_not_enough_observations(rng, artifact) -> None:
+    m = LstmCopula(np.full(3, 1 / 3), artifact, **KW)
+    assert m.min_obs == TINY.min_obs + KW["copula_min_obs"]
+    x = returns(rng, m.min_obs, 3)
+    for row in x[:-1]:
+        m.update(row)
+    with pytest.raises(NotEnoughObservations):
+        m.predict()
+    assert m.predict_or_none() is None
+    m.update(x[-1])
+    f = m.predict()
+    assert np.all(f.es >= f.var) and np.all(np.diff(f.var) > 0)
+
+
+def test_fit_equals_repeated_update_and_same_seed_same_output(rng, artifact) -> None:
+    x = returns(rng, 70, 3)
+    w = np.array([0.5, 0.3, 0.2])
+    a = LstmCopula(w, artifact, seed=7, **KW).fit(x)
+    b = LstmCopula(w, artifact, seed=7, **KW)
+    for row in x:
+        b.update(row)
+    fa, fb = a.predict(), b.predict()
+    np.testing.assert_array_equal(fa.var, fb.var)
+    np.testing.assert_array_equal(fa.es, fb.es)
+    # predict only reads: asking twice gives the same numbers
+    np.testing.assert_array_equal(a.predict().var, fa.var)
+    c = LstmCopula(w, artifact, seed=8, **KW).fit(x)
+    assert not np.array_equal(c.predict().var, fa.var)
+    # a refit after reset gives the same again
+    np.testing.assert_array_equal(a.fit(x).predict().es, fa.es)
+
+
+def test_pickle_mid_stream_gives_identical_next_forecast(rng, artifact) -> None:
+    x = returns(rng, 80, 4)
+    m = LstmCopula(np.full(4, 0.25), artifact, **KW)
+    for row in x[:60]:
+        m.update(row)
+    m.predict()  # builds the table cache
+    clone = pickle.loads(pickle.dumps(m))
+    for row in x[60:]:
+        m.update(row)
+        clone.update(row)
+        np.testing.assert_array_equal(m.predict().var, clone.predict().var)
+        np.testing.assert_array_equal(m.predict().es, clone.predict().es)
+    assert m.n_refits_ >= 3
+
+
+def test_inputs_unchanged(rng, artifact) -> None:
+    x = returns(rng, 50, 3)
+    w = np.array([0.2, 0.3, 0.5])
+    x0, w0 = x.copy(), w.copy()
+    m = LstmCopula(w, artifact, **KW).fit(x)
+    m.predict()
+    m.contributions()
+    np.testing.assert_array_equal(x, x0)
+    np.testing.assert_array_equal(w, w0)
+
+
+def test_contributions_sum_to_totals(rng, artifact) -> None:
+    x = returns(rng, 50, 3)
+    m = LstmCopula(np.array([0.6, 0.3, 0.1]), artifact, **KW).fit(x)
+    f = m.predict()
+    c = m.contributions()
+    assert c.var.shape == c.es.shape == (3, 3)
+    np.testing.assert_allclose(c.var.sum(axis=1), f.var, rtol=1e-10)
+    np.testing.assert_allclose(c.es.sum(axis=1), f.es, rtol=1e-10)
+
+
+def test_scenarios_follow_marginal_and_copula_laws(rng, artifact) -> None:
+    """Monte Carlo oracle: each column is loc + scale * t_nu; ranks carry the copula corr."""
+    x = returns(rng, 60, 2)
+    m = LstmCopula(np.array([0.5, 0.5]), artifact, **{**KW, "n_scenarios": 40000}).fit(x)
+    sims = m.scenarios()
+    loc, scale, nu = m.marginal_law()
+    for i in range(2):
+        u = stats.t.cdf((sims[:, i] - loc[i]) / scale[i], nu[i])
+        assert stats.kstest(u, "uniform").pvalue > 1e-3
+    tau = stats.kendalltau(sims[:, 0], sims[:, 1])[0]
+    assert np.sin(np.pi * tau / 2) == pytest.approx(m.corr_[0, 1], abs=0.03)
+    # portfolio VaR/ES equal those of the scenarios themselves
+    port = np.expm1(sims) @ m.weights
+    var, es = var_es_from_samples(port)
+    f = m.predict()
+    np.testing.assert_allclose(f.var, var, rtol=1e-12)
+    np.testing.assert_allclose(f.es, es, rtol=1e-10)
+
+
+@pytest.mark.parametrize("d", [3, 30])
+def test_one_artifact_serves_any_number_of_assets(rng, artifact, d) -> None:
+    x = returns(rng, 40, d)
+    m = LstmCopula(np.full(d, 1.0 / d), artifact, **KW).fit(x)
+    f = m.predict()
+    assert f.var.shape == (3,) and np.all(np.isfinite(f.es))
+    assert m.corr_.shape == (d, d)
+
+
+def test_validation_messages(artifact) -> None:
+    w = np.ones(2) / 2
+    with pytest.raises(ValueError, match="n_scenarios must be >= 100, got 10"):
+        LstmCopula(w, artifact, n_scenarios=10)
+    with pytest.raises(ValueError, match="copula_window must be >= copula_min_obs"):
+        LstmCopula(w, artifact, copula_window=20, copula_min_obs=30)
+    with pytest.raises(ValueError, match="refit_every"):
+        LstmCopula(w, artifact, refit_every=0)
+    with pytest.raises(TypeError, match="LstmArtifact"):
+        LstmCopula(w, {"weights": 1})  # type: ignore[arg-type]
+    m = LstmCopula(w, artifact, **KW)
+    with pytest.raises(ValueError, match="shape"):
+        m.update(np.zeros(3))
+
+
+def test_quantile_table_against_stdtrit() -> None:
+    nus = np.array([2.2, 3.0, 5.5, 12.0, 60.0])
+    tab = QuantileTable(4.0, 2.2, 100.0)
+    x = np.linspace(-40.0, 40.0, 4001)[:, None] * np.ones(nus.size)
+    q = tab.score_map(nus)(x)
+    u = special.stdtr(4.0, x)
+    exact = special.stdtrit(nus, u)
+    core = (u > 1e-6) & (u < 1 - 1e-6)
+    rel = np.abs(q - exact) / np.maximum(np.abs(exact), 1e-2)
+    assert rel[core].max() < 2e-3
+    np.testing.assert_allclose(q[2000], 0.0, atol=1e-12)  # x = 0 maps to 0
+
+
+def test_tail_var_es_equals_full_computation(rng) -> None:
+    for n in (101, 2000, 20001):
+        x = rng.standard_t(4, size=n)
+        a, b = tail_var_es(x, LEVELS), var_es_from_samples(x, LEVELS)
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_allclose(a[1], b[1], rtol=1e-12)
