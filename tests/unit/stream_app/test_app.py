@@ -163,3 +163,17 @@ def test_batches_split_into_chunks_by_bytes():
     chunks = list(_chunks_by_bytes(events, 25))
     assert [[len(e.value) for e in c] for c in chunks] == [[10, 10, 30], [5, 50], [1]]
     assert list(_chunks_by_bytes([], 25)) == []
+
+
+def test_worker_consumer_uses_the_configured_fetch_wait():
+    """Faust hard-codes fetch_max_wait_ms=1500; ours comes from the settings."""
+
+    async def run():
+        app, _, _, _ = make_app(consumer_fetch_max_wait_ms=7)
+        consumer = app.consumer._thread._create_worker_consumer(app.transport)
+        try:
+            return consumer._fetch_max_wait_ms
+        finally:
+            await consumer.stop()
+
+    assert asyncio.run(run()) == 7
