@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import time
@@ -148,6 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     _add_backtest(sub)
+    for module in ("stream_app.cli_train", "stream_app.cli_stream", "stream_app.cli_ops"):
+        try:
+            register = importlib.import_module(module).register
+        except ModuleNotFoundError as exc:
+            if exc.name != module:  # the module exists but one of its imports is missing
+                raise
+            continue
+        register(sub)
     return parser
 
 
