@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from models.exceptions import DataError
@@ -31,9 +31,13 @@ except ImportError:  # pragma: no cover
     _loads = json.loads
 
 __all__ = [
+    "LEVEL_KEYS",
     "NS_PER_DAY",
     "NS_PER_SECOND",
+    "AssetRisk",
     "Bar",
+    "ChallengerRisk",
+    "RiskSnapshot",
     "Tick",
     "day_index",
     "day_to_iso",
@@ -220,6 +224,7 @@ class Bar:
     run_id: str = ""
     kind: str = "bar"
     closed_by: str = ""
+    wall_ns: int = 0  #: wall clock (ns) when the worker received the tick that emitted it
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -243,4 +248,244 @@ class Bar:
             raise DataError(f"bar is not JSON: {raw[:200]!r}") from exc
         if not isinstance(data, dict):
             raise DataError(f"bar is not a JSON object: {raw[:200]!r}")
+        return cls.from_dict(data)
+
+
+# -- risk snapshots (topic ``risk``) ----------------------------------------------------
+
+#: Confidence levels as they appear in snapshot dicts and metric labels, in LEVELS order.
+LEVEL_KEYS: tuple[str, str, str] = ("0.95", "0.975", "0.99")
+
+_SNAPSHOT_KINDS = ("daily", "intraday")
+
+
+@dataclass(frozen=True, slots=True)
+class AssetRisk:
+    """What a snapshot says about one asset of the portfolio.
+
+    Parameters
+    ----------
+    weight : float
+        Portfolio weight (constant mix).
+    price : float or None
+        Last price seen (a closed bar's close, or the last intraday price).
+    prev_close : float or None
+        Close of the last *closed* trading day (the base of today's intraday P&L).
+    vol : float or None
+        EWMA daily volatility of the asset's log returns (lambda 0.94), a fraction.
+    last_ts : int or None
+        Event time (ns) of the last tick seen of this asset (stale-feed checks).
+    last_day : str or None
+        Trading day (ISO) of the last closed bar.
+    """
+
+    weight: float
+    price: float | None = None
+    prev_close: float | None = None
+    vol: float | None = None
+    last_ts: int | None = None
+    last_day: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChallengerRisk:
+    """A challenger model's forecast and running backtest, alongside the champion.
+
+    Dict fields are keyed by :data:`LEVEL_KEYS`; ``None`` while the model warms up.
+    Same meaning as the champion's fields of :class:`RiskSnapshot`.
+    """
+
+    model: str
+    var: dict[str, float] | None = None
+    es: dict[str, float] | None = None
+    exception: dict[str, bool] | None = None
+    n_days: int = 0
+    exceptions_total: dict[str, int] = field(default_factory=dict)
+    days_250d: int = 0
+    exceptions_250d: dict[str, int] = field(default_factory=dict)
+    kupiec_p: dict[str, float | None] = field(default_factory=dict)
+    traffic_light: str | None = None
+
+    @property
+    def var99(self) -> float | None:
+        return None if self.var is None else self.var["0.99"]
+
+
+@dataclass(frozen=True, slots=True)
+class RiskSnapshot:
+    """One risk snapshot of one portfolio: the message value on topic ``risk``.
+
+    The Kafka key is the portfolio name (UTF-8). The value is compact JSON of
+    :meth:`to_dict` (nested dataclasses as objects); :meth:`decode` reverses it.
+    All ratios are fractions of portfolio value (NAV): 0.02 = 2 %. VaR and ES are
+    positive losses; returns and P&L are gains-positive simple returns. Dicts over
+    levels are keyed by :data:`LEVEL_KEYS` (``"0.95"``, ``"0.975"``, ``"0.99"``).
+
+    Two kinds:
+
+    ``"daily"``
+        Published once per portfolio per trading day ``day``, when that day closes
+        (all assets' bars of ``day`` closed, or a later day began). ``realized_return``
+        is the portfolio return of ``day``; ``prev_var``/``prev_es`` the forecast that
+        was in force for ``day`` (made at the previous close); ``exception`` flags
+        ``realized_return < -prev_var``; ``var``/``es`` the new forecast for the next
+        trading day. ``pnl == realized_return``.
+    ``"intraday"``
+        Throttled while ``day`` is open: ``pnl`` is the running P&L of ``day`` from
+        the last prices against the previous closes; ``var``/``es`` are the forecast in
+        force for ``day`` (the last daily snapshot's ``var``/``es``); ``realized_return``,
+        ``prev_var``, ``exception`` are ``None``; backtest counters are those of the
+        last daily snapshot.
+
+    Parameters
+    ----------
+    portfolio : str
+    run_id : str
+        Replay run id; ``""`` for live data (Redis keys and metric labels use ``live``).
+    kind : str
+        ``"daily"`` or ``"intraday"``.
+    day : str
+        Trading day (ISO ``YYYY-MM-DD``) the snapshot is about.
+    ts : int
+        Event time (ns since the epoch, UTC) of the latest input it includes.
+    seq : int
+        Per-(portfolio, run) snapshot counter (daily and intraday share it).
+    model, model_version : str
+        The champion model and its version (artifact version, or ``"builtin"``).
+    var, es : dict of str to float, or None
+        Champion VaR/ES per level (see the kinds above); ``None`` during warm-up.
+    prev_var, prev_es : dict of str to float, or None
+        (daily) The champion forecast that was in force for ``day``.
+    realized_return : float or None
+        (daily) Portfolio simple return of ``day``: ``sum_i w_i (C_i,D / C_i,D-1 - 1)``.
+    exception : dict of str to bool, or None
+        (daily) ``realized_return < -prev_var`` per level; ``None`` without a forecast.
+    pnl : float or None
+        Running P&L of ``day`` (intraday) or the realised return (daily).
+    n_seen : int
+        Days of returns the champion has been fed.
+    n_days : int
+        Days scored so far (days with a forecast in force), whole run.
+    exceptions_total : dict of str to int
+        Exceptions per level over the whole run.
+    days_250d : int
+        Scored days in the rolling window (at most 250).
+    exceptions_250d : dict of str to int
+        Exceptions per level over the last ``days_250d`` scored days.
+    kupiec_p : dict of str to float or None
+        Kupiec POF p-value per level over the rolling window.
+    traffic_light : str or None
+        Basel zone ``"green" | "yellow" | "red"`` of the 99 % exceptions over the
+        rolling window (scaled to 250 days by :func:`models.backtest.traffic_light`).
+    challengers : dict of str to ChallengerRisk
+        The other models, by name.
+    predicted_vol : dict of str to float, or None
+        CNN predicted portfolio volatility (daily units) by horizon ``"5"``, ``"10"``.
+    cnn_score : float or None
+        CNN risk score in [0, 1].
+    avg_correlation : float or None
+        Average pairwise correlation of the assets (the champion's copula correlation
+        when it has one, else the EWMA correlation of log returns, lambda 0.94).
+    contributions : dict of str to dict of str to float, or None
+        Euler contributions to the champion's ES: ``{level: {asset: ratio}}``; they add
+        up to ``es[level]``.
+    assets : dict of str to AssetRisk
+        Per-asset last price, vol and last tick time.
+    heatmap_key, heatmap_path : str or None
+        Redis key holding the PNG heatmap of the feature window behind this snapshot,
+        and/or the file it was written to.
+    limits : dict of str to float
+        The portfolio's limits from its YAML (e.g. ``var99``, ``loss_warning_share``).
+    model_seconds : float
+        Wall time of the day's model work (champion + challengers + extras).
+    source_wall_ns : int
+        Wall clock (ns) when the worker received the tick that triggered the snapshot.
+    wall_ns : int
+        Wall clock (ns) when the snapshot was built.
+    """
+
+    portfolio: str
+    run_id: str
+    kind: str
+    day: str
+    ts: int
+    seq: int = 0
+    model: str = ""
+    model_version: str = ""
+    var: dict[str, float] | None = None
+    es: dict[str, float] | None = None
+    prev_var: dict[str, float] | None = None
+    prev_es: dict[str, float] | None = None
+    realized_return: float | None = None
+    exception: dict[str, bool] | None = None
+    pnl: float | None = None
+    n_seen: int = 0
+    n_days: int = 0
+    exceptions_total: dict[str, int] = field(default_factory=dict)
+    days_250d: int = 0
+    exceptions_250d: dict[str, int] = field(default_factory=dict)
+    kupiec_p: dict[str, float | None] = field(default_factory=dict)
+    traffic_light: str | None = None
+    challengers: dict[str, ChallengerRisk] = field(default_factory=dict)
+    predicted_vol: dict[str, float] | None = None
+    cnn_score: float | None = None
+    avg_correlation: float | None = None
+    contributions: dict[str, dict[str, float]] | None = None
+    assets: dict[str, AssetRisk] = field(default_factory=dict)
+    heatmap_key: str | None = None
+    heatmap_path: str | None = None
+    limits: dict[str, float] = field(default_factory=dict)
+    model_seconds: float = 0.0
+    source_wall_ns: int = 0
+    wall_ns: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in _SNAPSHOT_KINDS:
+            raise ValueError(f"kind={self.kind!r} must be one of {_SNAPSHOT_KINDS}")
+
+    @property
+    def run_label(self) -> str:
+        """``run_id``, or ``"live"`` for live data (Redis keys, metric labels)."""
+        return self.run_id or "live"
+
+    @property
+    def var99(self) -> float | None:
+        return None if self.var is None else self.var["0.99"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def encode(self) -> bytes:
+        """Compact JSON bytes (the message value on topic ``risk``)."""
+        return dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RiskSnapshot:
+        try:
+            d = dict(data)
+            d["challengers"] = {
+                k: ChallengerRisk(**v) for k, v in (d.get("challengers") or {}).items()
+            }
+            d["assets"] = {k: AssetRisk(**v) for k, v in (d.get("assets") or {}).items()}
+            return cls(**d)
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise DataError(f"not a risk snapshot: {exc}") from exc
+
+    @classmethod
+    def decode(cls, raw: bytes | str) -> RiskSnapshot:
+        """Parse a ``risk`` message value; raises :class:`DataError` on anything odd.
+
+        Examples
+        --------
+        >>> s = RiskSnapshot("p", "", "daily", "2008-09-15", 1, var={"0.99": 0.03},
+        ...                  assets={"SPY": AssetRisk(weight=1.0, price=120.0)})
+        >>> RiskSnapshot.decode(s.encode()) == s
+        True
+        """
+        try:
+            data = loads(raw)
+        except ValueError as exc:
+            raise DataError(f"risk snapshot is not JSON: {raw[:200]!r}") from exc
+        if not isinstance(data, dict):
+            raise DataError(f"risk snapshot is not a JSON object: {raw[:200]!r}")
         return cls.from_dict(data)
