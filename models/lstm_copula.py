@@ -11,12 +11,14 @@ Each day (:meth:`LstmCopula.update`):
    ``copula_window`` PIT vectors (:class:`~models.copula.StudentTCopula`); a
    refit happens inside one update, so forecasting never stops;
 3. the LSTM reads the last ``window`` returns (a ring buffer) and predicts
-   tomorrow's marginal laws ``r_{t+1,i} = loc_i + scale_i T_{nu_i}``.
+   tomorrow's marginal laws, split Student-t:
+   ``r_{t+1,i} = loc_i + s_i T_{nu_i}`` with ``s_i`` = ``s_left_i`` for
+   ``T < 0`` and ``s_right_i`` for ``T >= 0``.
 
 :meth:`LstmCopula.predict` draws ``n_scenarios`` seeded joint scenarios: copula
 t-scores ``x = Z L' / sqrt(W / nu_c)`` (antithetic pairs ``+-x``), mapped to
-each marginal through a tabulated ``t_{nu_i}^{-1}(t_{nu_c}(x))``, then
-``loc + scale * q`` are log returns, the portfolio simple return is
+each marginal through a tabulated ``q = t_{nu_i}^{-1}(t_{nu_c}(x))``, then
+``loc + s_side * q`` are log returns, the portfolio simple return is
 ``sum_i w_i (exp(R_i) - 1)``, and VaR/ES come from
 :func:`~models.measures.var_es_from_samples`.
 
@@ -48,7 +50,7 @@ from models.copula import (
     nearest_correlation,
 )
 from models.exceptions import ConvergenceWarning, NotEnoughObservations
-from models.lstm_marginals import LstmArtifact, MarginalState, NumpyMarginals
+from models.lstm_marginals import LstmArtifact, MarginalState, NumpyMarginals, split_t_cdf
 from models.measures import var_es_from_samples
 
 #: The copula score grid covers PIT values in ``[U_TABLE, 1 - U_TABLE]``.
@@ -194,7 +196,7 @@ class LstmCopula(VaRModel):
     Attributes
     ----------
     law_ : tuple of ndarray or None
-        ``(loc, scale, nu)`` of tomorrow's marginals (log-return units).
+        ``(loc, s_left, s_right, nu)`` of tomorrow's marginals (log-return units).
     nu_copula_ : float
         Copula degrees of freedom (nan before the first fit).
     corr_ : ndarray of shape (n_assets, n_assets) or None
@@ -287,14 +289,14 @@ class LstmCopula(VaRModel):
 
     def _update(self, x: NDArray[np.float64]) -> None:
         if self.law_ is not None:
-            loc, scale, nu = self.law_
-            u = special.stdtr(nu, (x - loc) / scale)
+            loc, s_left, s_right, nu = self.law_
+            u = split_t_cdf(x, loc, s_left, s_right, nu)
             self._absorb_pit(u)
         self.marginal_state_.update(x)
         if self.marginal_state_.ready:
             seq, static_raw, sigma = self.marginal_state_.features()
-            mu, scale, nu = self._net.predict(seq, static_raw)
-            self.law_ = (sigma * mu, sigma * scale, nu)
+            mu, s_left, s_right, nu = self._net.predict(seq, static_raw)
+            self.law_ = (sigma * mu, sigma * s_left, sigma * s_right, nu)
 
     def _absorb_pit(self, u: NDArray[np.float64]) -> None:
         self.u_ring_[self.n_pit_ % self.copula_window] = u
@@ -363,11 +365,11 @@ class LstmCopula(VaRModel):
         x = rng.standard_normal((m, d)) @ self.chol_.T
         w = 2.0 * rng.standard_gamma(0.5 * nu_c, size=m)
         x *= np.sqrt(nu_c / w)[:, None]
-        loc, scale, nu = self.law_
+        loc, s_left, s_right, nu = self.law_
         q = self._quantile_table().score_map(nu)(x)
         if self.antithetic:
             q = np.concatenate([q, -q])[:n]
-        q *= scale
+        q *= np.where(q < 0.0, s_left, s_right)
         q += loc
         return q
 
@@ -393,8 +395,8 @@ class LstmCopula(VaRModel):
             var[i], es[i] = euler_contributions(simple, self.weights, level)
         return RiskContributions(levels=tuple(levels), var=var, es=es)
 
-    def marginal_law(self) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
-        """Tomorrow's ``(loc, scale, nu)`` per asset (log-return units), copies.
+    def marginal_law(self) -> tuple[NDArray[np.float64], ...]:
+        """Tomorrow's ``(loc, s_left, s_right, nu)`` per asset (log-return units), copies.
 
         Raises
         ------

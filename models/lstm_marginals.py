@@ -18,10 +18,15 @@ Features at day ``t`` (everything known at the close of ``t``):
   ``log(sigma_short_t / sigma_t)`` (half-life ``short_half_life``: the last
   few days' shock), each standardised by training mean and std.
 
-Predicted law of the next return: ``r_{t+1} = sigma_t (mu + scale T)`` with
-``T`` a standard Student-t of ``nu`` degrees of freedom, ``mu`` bounded by
-``mu_bound`` (tanh), ``scale = exp(b)`` and ``nu = 2 + softplus(c)`` clipped
-to ``[nu_min, nu_max]``.
+Predicted law of the next return: a *split* Student-t,
+``r_{t+1} = sigma_t (mu + s_left T)`` when ``T < 0`` and
+``sigma_t (mu + s_right T)`` when ``T >= 0``, with ``T`` a standard Student-t of
+``nu`` degrees of freedom: losses and gains get their own scale, each side
+carries probability 1/2 (density ``f_t(z / s_side) / s_side``). Raw outputs
+``(a, b, c, k)`` map to ``mu = mu_bound tanh(a)``, ``s_left = exp(b + kappa)``,
+``s_right = exp(b - kappa)`` with ``kappa = skew_bound tanh(k)``, and
+``nu = 2 + softplus(c)`` clipped to ``[nu_min, nu_max]``. With
+``skew_bound = 0`` it is the plain Student-t.
 
 The module holds both the torch network used for training
 (:class:`LstmMarginals`) and a plain-numpy forward (:class:`NumpyMarginals`)
@@ -54,6 +59,8 @@ PARAM_NAMES: tuple[str, ...] = (
     "head.2.bias",
 )
 N_STATIC = 2
+#: Raw outputs of the network: location, log scale, degrees of freedom, skew.
+N_OUT = 4
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,8 @@ class MarginalConfig:
         Standardised returns are clipped to ``[-clip, clip]`` on input, > 0.
     mu_bound : float
         Bound of the location in units of ``sigma_t``, >= 0.
+    skew_bound : float
+        Bound of the log ratio ``kappa`` of the two half-scales, >= 0 (0: symmetric).
     nu_min, nu_max : float
         Bounds of the degrees of freedom, ``2 < nu_min < nu_max``.
     sigma_floor : float
@@ -94,6 +103,7 @@ class MarginalConfig:
     burn_in: int = 20
     clip: float = 10.0
     mu_bound: float = 0.2
+    skew_bound: float = 0.5
     nu_min: float = 2.2
     nu_max: float = 100.0
     sigma_floor: float = 1e-5
@@ -112,8 +122,9 @@ class MarginalConfig:
                 raise ValueError(f"{name} must be a finite number > 0, got {v}")
         if int(self.burn_in) < 0:
             raise ValueError(f"burn_in must be >= 0, got {self.burn_in}")
-        if not float(self.mu_bound) >= 0:
-            raise ValueError(f"mu_bound must be >= 0, got {self.mu_bound}")
+        for name in ("mu_bound", "skew_bound"):
+            if not float(getattr(self, name)) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 2.0 < float(self.nu_min) < float(self.nu_max):
             raise ValueError(
                 f"need 2 < nu_min < nu_max, got nu_min={self.nu_min}, nu_max={self.nu_max}"
@@ -351,7 +362,7 @@ def _softplus_inverse(y: float) -> float:
 
 
 class LstmMarginals(nn.Module):
-    """Shared-weight LSTM mapping a standardised return window to a Student-t law.
+    """Shared-weight LSTM mapping a standardised return window to a split Student-t law.
 
     Parameters
     ----------
@@ -361,9 +372,10 @@ class LstmMarginals(nn.Module):
     -----
     ``forward(seq, static)`` with ``seq`` of shape (batch, window, 1) and
     ``static`` of shape (batch, 2) (standardised) returns raw outputs of shape
-    (batch, 3); :meth:`law` maps them to ``(mu, scale, nu)``. The head's last
-    layer starts at zero weights and biases giving ``mu = 0``, ``scale`` = the
-    scale of a unit-variance t with 6 degrees of freedom, ``nu = 6``.
+    (batch, 4); :meth:`law` maps them to ``(mu, s_left, s_right, nu)``. The
+    head's last layer starts near zero weights with biases giving ``mu = 0``,
+    both scales = the scale of a unit-variance t with 6 degrees of freedom,
+    ``nu = 6``.
     """
 
     def __init__(self, config: MarginalConfig) -> None:
@@ -374,7 +386,7 @@ class LstmMarginals(nn.Module):
         self.head = nn.Sequential(
             nn.Linear(h + N_STATIC, int(config.head_size)),
             nn.Tanh(),
-            nn.Linear(int(config.head_size), 3),
+            nn.Linear(int(config.head_size), N_OUT),
         )
         with torch.no_grad():
             last = self.head[2]
@@ -382,24 +394,28 @@ class LstmMarginals(nn.Module):
             last.weight.mul_(0.1)
             nu0 = 6.0
             last.bias.copy_(
-                torch.tensor([0.0, 0.5 * math.log((nu0 - 2.0) / nu0), _softplus_inverse(nu0 - 2.0)])
+                torch.tensor(
+                    [0.0, 0.5 * math.log((nu0 - 2.0) / nu0), _softplus_inverse(nu0 - 2.0), 0.0]
+                )
             )
 
     def forward(self, seq: torch.Tensor, static: torch.Tensor) -> torch.Tensor:
         out, _ = self.lstm(seq)
         return self.head(torch.cat([out[:, -1, :], static], dim=1))
 
-    def law(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(mu, scale, nu)`` from raw outputs, each of shape (batch,)."""
+    def law(self, raw: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``(mu, s_left, s_right, nu)`` from raw outputs, each of shape (batch,)."""
         c = self.config
         mu = c.mu_bound * torch.tanh(raw[:, 0])
-        scale = torch.exp(torch.clamp(raw[:, 1], -6.0, 4.0))
+        log_s = torch.clamp(raw[:, 1], -6.0, 4.0)
+        kappa = c.skew_bound * torch.tanh(raw[:, 3])
         nu = torch.clamp(2.0 + nn.functional.softplus(raw[:, 2]), c.nu_min, c.nu_max)
-        return mu, scale, nu
+        return mu, torch.exp(log_s + kappa), torch.exp(log_s - kappa), nu
 
     def nll(self, seq: torch.Tensor, static: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Mean negative log-likelihood of standardised targets (batch,)."""
-        mu, scale, nu = self.law(self(seq, static))
+        mu, s_left, s_right, nu = self.law(self(seq, static))
+        scale = torch.where(target < mu, s_left, s_right)
         return -student_t_logpdf_torch(target, mu, scale, nu).mean()
 
     def numpy_weights(self) -> dict[str, NDArray[np.float32]]:
@@ -443,6 +459,53 @@ def student_t_logpdf(
         - np.log(scale)
         - 0.5 * (nu + 1.0) * np.log1p(z * z / nu)
     )
+
+
+def split_t_logpdf(
+    y: ArrayLike, mu: ArrayLike, s_left: ArrayLike, s_right: ArrayLike, nu: ArrayLike
+) -> NDArray[np.float64]:
+    """Log-density of the split Student-t (scale ``s_left`` below ``mu``, ``s_right`` above).
+
+    Examples
+    --------
+    >>> from scipy import integrate
+    >>> f = lambda y: float(np.exp(split_t_logpdf(y, 0.1, 1.0, 2.0, 5.0)))
+    >>> round(integrate.quad(f, -np.inf, 0.1)[0], 8), round(integrate.quad(f, 0.1, np.inf)[0], 8)
+    (0.5, 0.5)
+    """
+    y = np.asarray(y, dtype=float)
+    scale = np.where(y < np.asarray(mu), s_left, s_right)
+    return student_t_logpdf(y, mu, scale, nu)
+
+
+def split_t_cdf(
+    y: ArrayLike, mu: ArrayLike, s_left: ArrayLike, s_right: ArrayLike, nu: ArrayLike
+) -> NDArray[np.float64]:
+    """CDF of the split Student-t: ``F_nu((y - mu) / s_side)``.
+
+    Examples
+    --------
+    >>> float(split_t_cdf(0.1, 0.1, 1.0, 2.0, 5.0))
+    0.5
+    """
+    y = np.asarray(y, dtype=float)
+    scale = np.where(y < np.asarray(mu), s_left, s_right)
+    return special.stdtr(nu, (y - mu) / scale)
+
+
+def split_t_ppf(
+    u: ArrayLike, mu: ArrayLike, s_left: ArrayLike, s_right: ArrayLike, nu: ArrayLike
+) -> NDArray[np.float64]:
+    """Quantile function of the split Student-t (inverse of :func:`split_t_cdf`).
+
+    Examples
+    --------
+    >>> y = split_t_ppf(0.01, 0.0, 2.0, 1.0, 4.0)
+    >>> round(float(split_t_cdf(y, 0.0, 2.0, 1.0, 4.0)), 12)
+    0.01
+    """
+    q = special.stdtrit(nu, np.asarray(u, dtype=float))
+    return mu + np.where(q < 0, s_left, s_right) * q
 
 
 # ----------------------------------------------------------------------------------------------
@@ -500,7 +563,7 @@ class NumpyMarginals:
         self._b = b
 
     def raw(self, seq: NDArray[np.float64], static: NDArray[np.float64]) -> NDArray[np.float64]:
-        """Raw outputs, shape (batch, 3), from ``seq`` (batch, window, 1) and ``static`` (batch, 2)."""
+        """Raw outputs, shape (batch, 4), from ``seq`` (batch, window, 1) and ``static`` (batch, 2)."""
         h_size = int(self.config.hidden_size)
         n, L, _ = seq.shape
         xp = seq[:, :, 0].T[:, :, None] * self._w_ih[0] + self._b  # (L, n, 4h)
@@ -524,20 +587,19 @@ class NumpyMarginals:
         )
         return z @ w["head.2.weight"].T.astype(np.float64) + w["head.2.bias"]
 
-    def law(
-        self, raw: NDArray[np.float64]
-    ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
-        """``(mu, scale, nu)`` in units of ``sigma_t``, each of shape (batch,)."""
+    def law(self, raw: NDArray[np.float64]) -> tuple[NDArray[np.float64], ...]:
+        """``(mu, s_left, s_right, nu)`` in units of ``sigma_t``, each of shape (batch,)."""
         c = self.config
         mu = c.mu_bound * np.tanh(raw[:, 0])
-        scale = np.exp(np.clip(raw[:, 1], -6.0, 4.0))
+        log_s = np.clip(raw[:, 1], -6.0, 4.0)
+        kappa = c.skew_bound * np.tanh(raw[:, 3])
         nu = np.clip(2.0 + np.logaddexp(0.0, raw[:, 2]), c.nu_min, c.nu_max)
-        return mu, scale, nu
+        return mu, np.exp(log_s + kappa), np.exp(log_s - kappa), nu
 
     def predict(
         self, seq: NDArray[np.float64], static_raw: NDArray[np.float64]
-    ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
-        """``(mu, scale, nu)`` from a sequence and *raw* static features."""
+    ) -> tuple[NDArray[np.float64], ...]:
+        """``(mu, s_left, s_right, nu)`` from a sequence and *raw* static features."""
         return self.law(self.raw(seq, standardise_static(static_raw, self.config)))
 
 

@@ -12,7 +12,7 @@ from scipy import special, stats
 from models.base import LEVELS
 from models.exceptions import NotEnoughObservations
 from models.lstm_copula import LstmCopula, QuantileTable, tail_var_es
-from models.lstm_marginals import LstmArtifact, LstmMarginals, MarginalConfig
+from models.lstm_marginals import LstmArtifact, LstmMarginals, MarginalConfig, split_t_cdf
 from models.measures import var_es_from_samples
 
 TINY = MarginalConfig(window=10, hidden_size=5, head_size=5, burn_in=4)
@@ -23,7 +23,7 @@ def tiny_artifact(seed: int = 0) -> LstmArtifact:
     torch.manual_seed(seed)
     net = LstmMarginals(TINY)
     with torch.no_grad():
-        for p in net.lstm.parameters():
+        for p in net.parameters():
             p.normal_(0.0, 0.3)
     return LstmArtifact(TINY, net.numpy_weights(), "lstm_copula-test", {})
 
@@ -113,9 +113,9 @@ def test_scenarios_follow_marginal_and_copula_laws(rng, artifact) -> None:
     x = returns(rng, 60, 2)
     m = LstmCopula(np.array([0.5, 0.5]), artifact, **{**KW, "n_scenarios": 40000}).fit(x)
     sims = m.scenarios()
-    loc, scale, nu = m.marginal_law()
+    loc, s_left, s_right, nu = m.marginal_law()
     for i in range(2):
-        u = stats.t.cdf((sims[:, i] - loc[i]) / scale[i], nu[i])
+        u = split_t_cdf(sims[:, i], loc[i], s_left[i], s_right[i], nu[i])
         assert stats.kstest(u, "uniform").pvalue > 1e-3
     tau = stats.kendalltau(sims[:, 0], sims[:, 1])[0]
     assert np.sin(np.pi * tau / 2) == pytest.approx(m.corr_[0, 1], abs=0.03)

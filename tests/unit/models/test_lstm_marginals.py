@@ -19,8 +19,12 @@ from models.lstm_marginals import (
     ewma_sigmas,
     fit_marginals,
     make_windows,
+    split_t_cdf,
+    split_t_logpdf,
+    split_t_ppf,
     standardise_static,
     student_t_logpdf,
+    student_t_logpdf_torch,
 )
 
 TINY = MarginalConfig(window=12, hidden_size=6, head_size=6, burn_in=5)
@@ -105,13 +109,15 @@ def test_numpy_forward_matches_torch(rng: np.random.Generator) -> None:
     static = standardise_static(w.static, cfg)
     with torch.no_grad():
         raw = net(torch.from_numpy(w.seq), torch.from_numpy(static.astype(np.float32)))
-        mu_t, sc_t, nu_t = (a.numpy() for a in net.law(raw))
+        law_t = [a.numpy() for a in net.law(raw)]
     nm = NumpyMarginals(cfg, net.numpy_weights())
-    mu, sc, nu = nm.predict(w.seq.astype(float), w.static)
-    np.testing.assert_allclose(mu, mu_t, atol=2e-5)
-    np.testing.assert_allclose(sc, sc_t, rtol=2e-5)
-    np.testing.assert_allclose(nu, nu_t, rtol=2e-5)
+    law = nm.predict(w.seq.astype(float), w.static)
+    np.testing.assert_allclose(law[0], law_t[0], atol=2e-5)
+    for a, b in zip(law[1:], law_t[1:], strict=True):
+        np.testing.assert_allclose(a, b, rtol=2e-5)
+    nu = law[3]
     assert np.all((nu >= cfg.nu_min) & (nu <= cfg.nu_max))
+    assert not np.allclose(law[1], law[2])  # the two half-scales differ
 
 
 def test_numpy_marginals_reject_mismatched_weights() -> None:
@@ -128,22 +134,42 @@ def test_student_t_logpdf_matches_scipy(rng: np.random.Generator) -> None:
     np.testing.assert_allclose(
         student_t_logpdf(y, mu, sc, nu), stats.t.logpdf(y, nu, loc=mu, scale=sc), rtol=1e-10
     )
-    got = LstmMarginals  # the torch twin
-    assert got is not None
-    from models.lstm_marginals import student_t_logpdf_torch
-
     t = student_t_logpdf_torch(*(torch.tensor(a) for a in (y, mu, sc, nu))).numpy()
     np.testing.assert_allclose(t, stats.t.logpdf(y, nu, loc=mu, scale=sc), rtol=1e-10)
 
 
+def test_split_t_law_against_scipy_halves(rng: np.random.Generator) -> None:
+    mu, sl, sr, nu = 0.2, 2.0, 0.5, 4.0
+    y = np.array([-3.0, -0.5, 0.1, 0.3, 2.0])
+    below = y < mu
+    # each side is half of a scipy t with that side's scale: density 2 * f / 2
+    expected = np.where(
+        below,
+        stats.t.logpdf(y, nu, loc=mu, scale=sl),
+        stats.t.logpdf(y, nu, loc=mu, scale=sr),
+    )
+    np.testing.assert_allclose(split_t_logpdf(y, mu, sl, sr, nu), expected, rtol=1e-12)
+    np.testing.assert_allclose(
+        split_t_cdf(y, mu, sl, sr, nu),
+        np.where(below, stats.t.cdf(y, nu, mu, sl), stats.t.cdf(y, nu, mu, sr)),
+        rtol=1e-12,
+    )
+    u = rng.uniform(0.001, 0.999, 50)
+    np.testing.assert_allclose(split_t_cdf(split_t_ppf(u, mu, sl, sr, nu), mu, sl, sr, nu), u)
+    # sampling through the ppf gives the split law: the lower half has scale sl
+    draws = split_t_ppf(rng.uniform(size=20000), mu, sl, sr, nu)
+    assert np.mean(draws < mu) == pytest.approx(0.5, abs=0.015)
+    assert np.median(mu - draws[draws < mu]) == pytest.approx(sl * stats.t.ppf(0.75, nu), rel=0.05)
+
+
 def test_training_lowers_nll_and_is_deterministic(rng: np.random.Generator) -> None:
     # volatility clustering the LSTM can learn: a two-regime scale
-    n = 1500
+    n = 1000
     regime = np.repeat(rng.integers(0, 2, size=n // 50), 50)
     r = np.where(regime[:, None] == 1, 0.03, 0.006) * rng.standard_t(6, size=(n, 2))
     w = make_windows(r, TINY)
     tr, va = _split(w)
-    kw = dict(seed=3, max_epochs=4, batch_size=256, learning_rate=1e-2, num_threads=1)
+    kw = dict(seed=3, max_epochs=3, batch_size=256, learning_rate=1e-2, num_threads=1)
     res = fit_marginals(tr, va, TINY, **kw)
     assert min(res.val_nll) < res.baseline_val_nll
     assert res.train_nll[-1] < res.train_nll[0]
@@ -163,9 +189,9 @@ def test_fit_recovers_student_t_scale(rng: np.random.Generator) -> None:
         tr, va, TINY, seed=0, max_epochs=6, batch_size=256, learning_rate=1e-2, num_threads=1
     )
     nm = NumpyMarginals(res.config, res.weights)
-    mu, sc, nu = nm.predict(va.seq.astype(float), va.static)
-    abs_scale = np.median(va.sigma * sc)
-    assert abs_scale == pytest.approx(0.01, rel=0.15)
+    mu, s_left, s_right, nu = nm.predict(va.seq.astype(float), va.static)
+    for sc in (s_left, s_right):
+        assert np.median(va.sigma * sc) == pytest.approx(0.01, rel=0.15)
     assert 2.5 < np.median(nu) < 8.0
     assert np.abs(np.median(mu * va.sigma)) < 0.002
 
