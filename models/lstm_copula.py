@@ -6,10 +6,12 @@ Each day (:meth:`LstmCopula.update`):
    ``u_t = F_t(r_t)`` under the marginal law predicted the evening before;
 2. the copula dependence moves with ``u_t``: an EWMA of the normal scores'
    cross products (:class:`~models.copula.EwmaCopulaCorrelation`, DCC-like with
-   the persistence set by ``corr_half_life``), and every ``refit_every`` days
-   the degrees of freedom are refitted by likelihood on the last
-   ``copula_window`` PIT vectors (:class:`~models.copula.StudentTCopula`); a
-   refit happens inside one update, so forecasting never stops;
+   the persistence set by ``corr_half_life``), started from the first fit
+   (Kendall's tau correlation and ``nu`` by likelihood,
+   :class:`~models.copula.StudentTCopula`); every ``refit_every`` days the
+   degrees of freedom are refitted by likelihood on the last
+   ``copula_window`` PIT vectors at the current correlation; a refit happens
+   inside one update (milliseconds), so forecasting never stops;
 3. the LSTM reads the last ``window`` returns (a ring buffer) and predicts
    tomorrow's marginal laws, split Student-t:
    ``r_{t+1,i} = loc_i + s_i T_{nu_i}`` with ``s_i`` = ``s_left_i`` for
@@ -39,7 +41,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy import special
+from scipy import optimize, special
 
 from models.base import LEVELS, RiskForecast, VaRModel
 from models.contributions import euler_contributions
@@ -47,7 +49,9 @@ from models.copula import (
     EwmaCopulaCorrelation,
     ScoreQuantileMap,
     StudentTCopula,
+    clip_uniform,
     nearest_correlation,
+    t_copula_loglik,
 )
 from models.exceptions import ConvergenceWarning, NotEnoughObservations
 from models.lstm_marginals import LstmArtifact, MarginalState, NumpyMarginals, split_t_cdf
@@ -206,9 +210,8 @@ class LstmCopula(VaRModel):
     n_refits_ : int
         Likelihood fits of the copula done.
     n_repairs_ : int
-        Fits whose Kendall's tau correlation had to be repaired (not positive
-        definite: few PIT vectors for many assets); only the first fit's
-        correlation is used, later ones refit ``nu_copula_`` alone.
+        1 if the first fit's Kendall's tau correlation had to be repaired (not
+        positive definite: few PIT vectors for many assets), else 0.
 
     Notes
     -----
@@ -311,23 +314,45 @@ class LstmCopula(VaRModel):
             return
         assert self.ewma_ is not None
         self.ewma_.update(u)
-        if (n - self.copula_min_obs) % self.refit_every == 0:
-            self._fit_copula()
         self._set_corr(self.ewma_.corr)
+        if (n - self.copula_min_obs) % self.refit_every == 0:
+            self._refit_nu()
 
     def _fit_copula(self) -> None:
+        """First fit: correlation from Kendall's tau, ``nu`` by likelihood."""
         used = self.u_ring_[: min(self.n_pit_, self.copula_window)]
         with warnings.catch_warnings():
             # a tau matrix that is not positive definite (few PITs, many assets) is
-            # repaired by the copula; counted in ``n_repairs_`` rather than warned daily
+            # repaired by the copula; counted in ``n_repairs_`` rather than warned
             warnings.simplefilter("ignore", ConvergenceWarning)
             cop = StudentTCopula(self.nu_bounds).fit(used)
         self.n_repairs_ += int(cop.corr_repaired_)
-        if self.ewma_ is None:
-            self._set_corr(cop.corr_)
-        if cop.nu_ != self.nu_copula_:
+        self._set_corr(cop.corr_)
+        self._set_nu(float(cop.nu_))
+
+    def _refit_nu(self) -> None:
+        """Refit: ``nu`` maximising the copula likelihood of the kept PITs, at today's corr."""
+        assert self.chol_ is not None
+        used = clip_uniform(self.u_ring_[: min(self.n_pit_, self.copula_window)])
+        chol = self.chol_
+
+        def neg_loglik(log_nu: float) -> float:
+            nu = math.exp(log_nu)
+            return -float(np.sum(t_copula_loglik(special.stdtrit(nu, used), chol, nu)))
+
+        lo, hi = self.nu_bounds
+        res = optimize.minimize_scalar(
+            neg_loglik,
+            bounds=(math.log(lo), math.log(hi)),
+            method="bounded",
+            options={"xatol": 1e-3},
+        )
+        self._set_nu(math.exp(float(res.x)))
+
+    def _set_nu(self, nu: float) -> None:
+        if nu != self.nu_copula_:
             self._table = None
-        self.nu_copula_ = float(cop.nu_)
+        self.nu_copula_ = nu
         self.n_refits_ += 1
 
     def _set_corr(self, corr: NDArray[np.float64]) -> None:

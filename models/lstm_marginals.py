@@ -550,6 +550,12 @@ class NumpyMarginals:
                 f"weights do not match hidden_size={h}: "
                 f"weight_hh has shape {w['lstm.weight_hh_l0'].shape}"
             )
+        head = w["head.2.weight"].shape
+        if head != (N_OUT, int(self.config.head_size)):
+            raise ValueError(
+                f"weights do not match this network: head.2.weight has shape {head}, "
+                f"expected ({N_OUT}, {self.config.head_size})"
+            )
         # torch order i, f, g, o -> i, f, o, g ; sigmoid rows halved
         perm = np.concatenate(
             [np.arange(0, h), np.arange(h, 2 * h), np.arange(3 * h, 4 * h), np.arange(2 * h, 3 * h)]
