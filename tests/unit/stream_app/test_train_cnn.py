@@ -1,0 +1,159 @@
+"""CNN training driver: artifact round trip (weights_only), splits, evaluation report."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from models.cnn import CnnConfig, VolForecaster
+from models.cnn_var import CnnVaR
+from models.panel import Panel
+from stream_app import train_cnn
+from stream_app.train_cnn import (
+    ArtifactError,
+    DefaultCnnVaR,
+    evaluate,
+    format_scores,
+    load,
+    prepare,
+    split_rows,
+    train,
+)
+
+TINY = CnnConfig(
+    warmup=30, max_epochs=1, samples_per_epoch=64, val_samples=64, batch_size=32, patience=1
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def panel():
+    rng = np.random.default_rng(42)
+    n, a = 820, 3
+    s2 = np.full(a, 1e-4)
+    r = np.empty((n, a))
+    for t in range(n):
+        r[t] = rng.standard_normal(a) * np.sqrt(s2)
+        s2 = 5e-6 + 0.1 * r[t] ** 2 + 0.85 * s2
+    close = 50.0 * np.exp(np.cumsum(r, axis=0))
+    dates = np.busday_offset("2010-01-04", np.arange(n), roll="forward")
+    return Panel(
+        dates, ("A", "B", "C"), close, close * 1.01, close * 0.99, close, np.full((n, a), 1e5)
+    )
+
+
+def test_split_rows_is_chronological_and_purged():
+    valid = np.ones(1000, dtype=bool)
+    valid[-10:] = False  # no target yet
+    tr, va, te = split_rows(valid, purge=10)
+    assert tr[-1] + 10 < va[0] and va[-1] + 10 < te[0]
+    assert te[-1] == 989
+    assert abs(tr.size + 10 - 0.70 * 990) <= 1 and abs(te.size - 0.15 * 990) <= 1
+
+
+def test_train_writes_a_weights_only_artifact(panel, tmp_path):
+    path = train(
+        panel, "2012-06-29", horizon=(1, 10), seed=3, out_dir=tmp_path, progress=False,
+        config=TINY, threads=1, source="synthetic",
+    )  # fmt: skip
+    assert path == tmp_path / f"{train_cnn.VERSION}.pt"
+    assert path.stat().st_size < 5e6
+    raw = torch.load(path, weights_only=True)  # no code runs on load
+    assert raw["version"] == train_cnn.VERSION and raw["format"] == 1
+    assert raw["config"]["horizons"] == [1, 10]
+    assert raw["period"]["until"] <= "2012-06-29"
+    assert raw["period"]["train"][1] < raw["period"]["val"][0] < raw["period"]["test"][0]
+    assert set(raw["metrics"]) == {"val", "test"}
+    assert "assets_qlike" in raw["metrics"]["val"]["h10"]
+    assert raw["specs"]["series"]["fitted"]["n_features_in"] == 8
+    assert all(isinstance(v, torch.Tensor) for v in raw["state_dict"].values())
+    art = load(path)
+    f = VolForecaster.from_artifact(art)
+    assert f.config.horizons == (1, 10)
+    # deterministic: the same seed gives the same weights
+    again = train(
+        panel, "2012-06-29", horizon=(1, 10), seed=3, out_dir=tmp_path / "b", progress=False,
+        config=TINY, threads=1,
+    )  # fmt: skip
+    other = torch.load(again, weights_only=True)["state_dict"]
+    for k, v in raw["state_dict"].items():
+        assert torch.equal(v, other[k]), k
+
+
+def test_load_rejects_missing_and_bad_files(tmp_path):
+    with pytest.raises(ArtifactError, match="no CNN artifact"):
+        load(tmp_path / "nope.pt")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a torch file")
+    with pytest.raises(ArtifactError, match="not a loadable"):
+        load(bad)
+    partial = tmp_path / "partial.pt"
+    torch.save({"format": 1}, partial)
+    with pytest.raises(ArtifactError, match="lacks"):
+        load(partial)
+
+
+def test_default_cnn_var_loads_the_default_artifact(panel, tmp_path, monkeypatch):
+    path = train(panel, None, seed=0, out_dir=tmp_path, progress=False, config=TINY, threads=1)
+    monkeypatch.setattr(train_cnn, "default_artifact_path", lambda: path)
+    monkeypatch.setattr(train_cnn, "_CACHE", {})
+    m = DefaultCnnVaR([0.5, 0.5], min_standardized=20)
+    assert isinstance(m, CnnVaR) and m.name == "cnn"
+    m.fit(np.diff(np.log(panel.close[:, :2]), axis=0)[:200])
+    assert np.all(m.predict().var > 0)
+
+
+def test_prepare_aligns_dates_and_targets(panel):
+    prep = prepare(panel, TINY)
+    assert prep.dates[0] == panel.dates[TINY.warmup]
+    assert prep.target.shape == (prep.inputs.n_rows, 4, 3)
+    assert np.all(np.isnan(prep.target[-1]))
+
+
+def test_evaluate_yearly_writes_scores_and_forecasts(panel, tmp_path):
+    rep = evaluate(
+        panel,
+        years=[2012],
+        config=TINY,
+        models=("cnn", "cnn+har", "har", "ewma", "linear"),
+        horizons=(10,),
+        threads=1,
+        out_dir=tmp_path,
+        progress=False,
+    )
+    assert rep["setup"]["models"] == ["cnn", "cnn+har", "har", "ewma", "linear"]
+    (tr,) = rep["training"]
+    assert tr["year"] == 2012 and tr["val"][1] < "2012-01-01"
+    rows = [r for r in rep["scores"] if r["period"] == "2012"]
+    assert {(r["group"], r["model"]) for r in rows} >= {("assets", "cnn"), ("portfolio", "har")}
+    cnn = next(r for r in rows if r["model"] == "cnn" and r["group"] == "assets")
+    assert 0.0 <= cnn["mz_r2"] <= 1.0 and cnn["qlike"] > 0 and "dm_qlike_p" in cnn
+    assert "2012" in format_scores(rep, 10)
+    saved = json.loads((tmp_path / "evaluation.json").read_text())
+    assert saved["setup"]["years"] == [2012]
+    head = (tmp_path / "evaluation.csv").read_text().splitlines()
+    assert head[0] == "date,series,horizon,realized,cnn,cnn+har,har,ewma,linear"
+    assert head[1].startswith("2012-")
+
+
+def test_evaluate_with_a_fixed_artifact(panel, tmp_path):
+    path = train(
+        panel, "2011-12-30", seed=0, out_dir=tmp_path, progress=False, config=TINY, threads=1
+    )
+    rep = evaluate(
+        panel, years="2012", retrain="none", artifact=load(path), models=("cnn", "har"),
+        horizons=(5,), threads=1, progress=False,
+    )  # fmt: skip
+    assert rep["training"][0]["cnn"] == "artifact"
+    with pytest.raises(ValueError, match="artifact"):
+        evaluate(panel, years="2012", retrain="none", progress=False)
+    with pytest.raises(ValueError, match="unknown models"):
+        evaluate(panel, years="2012", models=("lstm",), progress=False)
