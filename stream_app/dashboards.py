@@ -315,14 +315,18 @@ def _portfolio_risk() -> dict[str, Any]:
             mappings=_TRAFFIC_MAPPINGS,
             thresholds=_TRAFFIC_THRESHOLDS,
             options={"reduceOptions": {"calcs": ["lastNotNull"]}, "colorMode": "background"},
+            width=4,
         ),
         _stat(
             "VaR $level (next day)",
             var,
             description="Next-day VaR of the champion, a positive loss as a fraction of NAV.",
+            width=3,
             **pct,
         ),
-        _stat("ES $level (next day)", es, description="Next-day expected shortfall.", **pct),
+        _stat(
+            "ES $level (next day)", es, description="Next-day expected shortfall.", width=3, **pct
+        ),
         _stat(
             "Intraday loss / VaR",
             f"-max by (portfolio, run) (riskmon_portfolio_pnl_ratio{{{_P}}}) "
@@ -332,6 +336,7 @@ def _portfolio_risk() -> dict[str, Any]:
             unit="percentunit",
             decimals=0,
             thresholds=_thresholds((None, "green"), (0.8, "orange"), (1, "red")),
+            width=3,
         ),
         _stat(
             "CNN risk score",
@@ -341,6 +346,7 @@ def _portfolio_risk() -> dict[str, Any]:
             minimum=0,
             maximum=1,
             thresholds=_thresholds((None, "green"), (0.5, "orange"), (0.8, "red")),
+            width=3,
         ),
         _stat(
             "Average correlation",
@@ -348,6 +354,19 @@ def _portfolio_risk() -> dict[str, Any]:
             description="Average pairwise copula correlation: the correlation regime.",
             decimals=2,
             thresholds=_thresholds((None, "green"), (0.5, "orange"), (0.7, "red")),
+            width=3,
+        ),
+        _stat(
+            "Event day of the last snapshot",
+            f"max by (portfolio, run) (riskmon_portfolio_event_time_seconds{{{_P}}}) * 1000",
+            description="Event time of the latest snapshot: the market day a replay is at.",
+            unit="dateTimeAsIsoNoDateIfToday",
+            width=5,
+            options={
+                "reduceOptions": {"calcs": ["lastNotNull"]},
+                "colorMode": "none",
+                "textMode": "value",
+            },
         ),
         _timeseries(
             "VaR and ES ($level, $model) against realised returns",
