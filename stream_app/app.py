@@ -21,37 +21,152 @@ partitions, raw bytes in and out):
                portfolio puts all assets of one portfolio, in order, on one partition
                for the risk agent; the ``run_id`` field keeps replays apart.
 
+``risk``       key = portfolio, value = a JSON :class:`~stream_app.records.RiskSnapshot`
+               (daily snapshots as each trading day closes, throttled intraday ones).
+
+With portfolios configured (:class:`StreamSettings`: ``portfolios_file``, default the
+shipped ``stream_app/portfolios/demo.yaml``), ingest sends each bar once per portfolio
+that holds its asset, keyed by that portfolio; bars of assets outside every portfolio
+go under ``settings.portfolio``.
+
 The table ``ingest-state`` (changelogged, plain not windowed) holds per asset
 ``{run_id: cursor and open bar}``. Its changelog partition is chosen by the producer's
 partitioner from the key (``use_partitioner=True``, raw UTF-8 asset keys), the same
 murmur2 choice the tick producers make for the asset key, so the state of an asset
 lives on the partition number of its ticks. Ticks whose Kafka key is not their asset
 are dead-lettered (``key_mismatch``) to keep it so.
+
+The ``risk`` agent (concurrency 1) reads ``bars`` in batches and runs
+:class:`~stream_app.risk.RiskProcessor`; its table ``risk-state`` (changelogged, plain,
+pickled values) holds per portfolio ``{run: PortfolioRunState}`` (key = portfolio, raw
+UTF-8; values pickled with artifact references and read back by a restricted unpickler;
+partitioned like the ``bars`` key so that the state lives on the partition of its
+bars). A batch that may close a day runs in a one-thread executor so that model updates
+never stall the event loop (heartbeats, fetches). Snapshots go to topic ``risk``, to
+Redis (:class:`~stream_app.sinks.RedisRiskSink`, when ``redis_url`` is set), to heatmap
+files (when ``output_dir`` is set) and to the Prometheus metrics of
+:class:`~stream_app.metrics.RiskMetrics`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import tempfile
 import time
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import faust
+from faust.serializers import codecs as faust_codecs
 from faust.transport.drivers import aiokafka as _faust_aiokafka
 from prometheus_client import CollectorRegistry
+from pydantic import Field
 
+from models.exceptions import DataError
 from stream_app.ingest import BatchResult, IngestProcessor
-from stream_app.metrics import IngestMetrics
+from stream_app.metrics import IngestMetrics, RiskMetrics
+from stream_app.records import Bar, RiskSnapshot
+from stream_app.risk import (
+    DayOutput,
+    PortfolioConfig,
+    PortfolioRunState,
+    RiskProcessor,
+    dumps_state,
+    load_portfolio_configs,
+    loads_state,
+)
 from stream_app.settings import Settings
 
-__all__ = ["IngestRuntime", "RiskmonApp", "create_app", "run_worker"]
+__all__ = [
+    "DEMO_PORTFOLIOS",
+    "IngestRuntime",
+    "RiskRuntime",
+    "RiskmonApp",
+    "StreamSettings",
+    "create_app",
+    "load_portfolios_for",
+    "run_worker",
+]
 
 log = logging.getLogger(__name__)
 
 STATE_TABLE = "ingest-state"
+RISK_TABLE = "risk-state"
+#: The portfolio file shipped with the package (used when none is configured).
+DEMO_PORTFOLIOS = Path(__file__).resolve().parent / "portfolios" / "demo.yaml"
+
+
+class _StateCodec(faust_codecs.Codec):
+    """Table values of ``risk-state``: :func:`stream_app.risk.dumps_state` (pickle with
+    artifact references) read back by a restricted unpickler."""
+
+    def _dumps(self, obj: Any) -> bytes:
+        return dumps_state(obj)
+
+    def _loads(self, s: bytes) -> Any:
+        return loads_state(s)
+
+
+STATE_CODEC = "riskmon_state"
+faust_codecs.register(STATE_CODEC, _StateCodec())
+
+
+class StreamSettings(Settings):
+    """:class:`~stream_app.settings.Settings` plus the risk stage's own (``RISKMON_`` env).
+
+    ``create_app`` accepts plain ``Settings`` too (these fields then take their
+    environment values or defaults).
+    """
+
+    portfolios_file: Path | None = Field(
+        None, description="Portfolio YAML; None = the shipped stream_app/portfolios/demo.yaml."
+    )
+    champion: str | None = Field(None, description="Champion model for every portfolio.")
+    challengers: tuple[str, ...] | None = Field(
+        None, description="Challenger models for every portfolio (JSON list)."
+    )
+    lstm_artifact: Path | None = Field(None, description="lstm_copula artifact; None = shipped.")
+    cnn_artifact: Path | None = Field(None, description="CNN artifact; None = shipped.")
+    output_dir: Path | None = Field(None, description="Heatmap PNG files go under it.")
+    intraday_interval_s: float = Field(
+        1800.0, description="Event-time seconds between intraday snapshots (0 = every price)."
+    )
+    risk_batch_max: int = Field(500, ge=1, description="Max bars per risk batch.")
+    risk_batch_within: float = Field(0.01, gt=0, description="Max seconds to fill a risk batch.")
+    risk_executor: bool = Field(True, description="Run day closes in a worker thread.")
+    redis_history_len: int = Field(5000, ge=1, description="MAXLEN ~ of snapshot histories.")
+    heatmap_ttl_s: float = Field(0.0, ge=0, description="Expiry of heatmap keys; 0 = none.")
+    max_runs_per_portfolio: int = Field(
+        8, ge=1, description="Replay runs kept per portfolio (least recently active dropped)."
+    )
+    lag_interval_s: float = Field(5.0, gt=0, description="Seconds between consumer-lag updates.")
+
+
+def _stream_settings(settings: Settings) -> StreamSettings:
+    if isinstance(settings, StreamSettings):
+        return settings
+    fields = {k: getattr(settings, k) for k in Settings.model_fields}
+    return StreamSettings(**fields)
+
+
+def load_portfolios_for(settings: Settings) -> list[PortfolioConfig]:
+    """The portfolios a worker runs: ``portfolios_file`` (or the shipped demo file) with
+    the ``champion``/``challengers`` overrides of the settings applied."""
+    s = _stream_settings(settings)
+    configs = load_portfolio_configs(s.portfolios_file or DEMO_PORTFOLIOS)
+    changes: dict[str, Any] = {}
+    if s.champion:
+        changes["champion"] = s.champion
+    if s.challengers is not None:
+        changes["challengers"] = tuple(s.challengers)
+    if changes:
+        configs = [PortfolioConfig(**{**dataclasses.asdict(c), **changes}) for c in configs]
+    return configs
 
 
 # -- a consumer with a configurable fetch wait -----------------------------------------
@@ -83,11 +198,14 @@ class RiskmonApp(faust.App):
     ----------
     riskmon : IngestRuntime
         Settings, processor, metrics, topics and table of the ingest stage.
+    riskmon_risk : RiskRuntime
+        The same for the risk stage.
     fetch_max_wait_ms : int or None
     """
 
     fetch_max_wait_ms: int | None = None
     riskmon: IngestRuntime
+    riskmon_risk: RiskRuntime
 
     def _new_transport(self) -> Any:
         return _Transport(self.conf.broker_consumer, self)
@@ -212,6 +330,8 @@ class IngestRuntime:
         self.table.key_serializer = "raw"
         self.table.changelog_topic = self.table._new_changelog_topic()
         self._last_sweep = time.monotonic()
+        #: asset -> portfolios whose risk stream gets its bars (others: settings.portfolio)
+        self.routes: dict[str, tuple[str, ...]] = {}
 
     def handle_batch(self, events: list[Any]) -> BatchResult:
         """Validate and aggregate one batch of Faust events (synchronous, no I/O)."""
@@ -238,10 +358,14 @@ class IngestRuntime:
             if dead.bundle_index is not None:
                 headers.append(("bundle_index", str(dead.bundle_index).encode()))
             await self.dlq_topic.send(key=dead.key, value=dead.value, headers=headers)
-        for bar in result.bars:
-            await self.bars_topic.send(key=bar.portfolio.encode(), value=bar.encode())
-        for bar in result.lasts:
-            await self.bars_topic.send(key=bar.portfolio.encode(), value=bar.encode())
+        for bar in (*result.bars, *result.lasts):
+            routes = self.routes.get(bar.asset)
+            if not routes:
+                await self.bars_topic.send(key=bar.portfolio.encode(), value=bar.encode())
+                continue
+            for portfolio in routes:
+                routed = dataclasses.replace(bar, portfolio=portfolio)
+                await self.bars_topic.send(key=portfolio.encode(), value=routed.encode())
 
     def count(self, result: BatchResult, seconds: float) -> None:
         m = self.metrics
@@ -274,6 +398,205 @@ class IngestRuntime:
             )
 
 
+SnapshotListener = Callable[[list[RiskSnapshot]], Awaitable[None]]
+
+
+class RiskRuntime:
+    """What the ``risk`` agent needs, in one object.
+
+    Attributes
+    ----------
+    processor : RiskProcessor
+    table : faust.Table
+        ``risk-state``: portfolio -> ``{run label: PortfolioRunState}``.
+    risk_topic : faust topic
+    sink : RedisRiskSink or None
+        Created when the agent starts (``redis_url`` set).
+    listeners : list of async callables
+        Called with each batch's snapshots after they are published (in-process
+        consumers such as the alert engine may register here).
+    """
+
+    def __init__(
+        self,
+        app: RiskmonApp,
+        settings: StreamSettings,
+        metrics: RiskMetrics,
+        processor: RiskProcessor,
+        bars_topic: Any,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.processor = processor
+        self.bars_topic = bars_topic
+        self.risk_topic = app.topic(
+            settings.topic_risk,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=settings.partitions,
+        )
+        self.table = app.Table(
+            RISK_TABLE,
+            default=None,
+            partitions=settings.partitions,
+            key_type=str,
+            use_partitioner=True,
+            help="Per portfolio: {run: risk state (models, window, backtest counters)}.",
+        )
+        self.table.key_serializer = "raw"  # partitioned like the bars key
+        self.table.value_serializer = STATE_CODEC  # models and numpy arrays
+        self.table.changelog_topic = self.table._new_changelog_topic()
+        self.executor: ThreadPoolExecutor | None = (
+            ThreadPoolExecutor(1, thread_name_prefix="riskmon-risk")
+            if settings.risk_executor
+            else None
+        )
+        self.sink: Any = None
+        self.listeners: list[SnapshotListener] = []
+        self.n_snapshots = 0
+        self.n_bad = 0
+
+    async def start_sinks(self) -> None:
+        """Create the Redis client (at start-up, in the worker's loop)."""
+        if self.sink is not None or not self.settings.redis_url:
+            return
+        import redis.asyncio as aioredis
+
+        from stream_app.sinks import RedisRiskSink
+
+        pw = self.settings.redis_password
+        client = aioredis.from_url(
+            self.settings.redis_url,
+            password=pw.get_secret_value() if pw is not None else None,
+            socket_timeout=2.0,
+            socket_connect_timeout=2.0,
+        )
+        self.sink = RedisRiskSink(
+            client,
+            history_len=self.settings.redis_history_len,
+            heatmap_ttl_s=self.settings.heatmap_ttl_s,
+            errors=self.metrics.sink_errors,
+        )
+
+    def decode(self, events: list[Any]) -> dict[tuple[str, str], list[Bar]]:
+        """Bars of a batch grouped by (portfolio, run), in order; bad ones counted."""
+        groups: dict[tuple[str, str], list[Bar]] = {}
+        known = self.processor.portfolios
+        for event in events:
+            try:
+                bar = Bar.decode(event.value)
+            except DataError:
+                self.n_bad += 1
+                continue
+            if bar.portfolio not in known:
+                continue
+            groups.setdefault((bar.portfolio, bar.run_id), []).append(bar)
+        return groups
+
+    async def handle(self, events: list[Any]) -> list[DayOutput]:
+        """Run one batch of ``bars`` events through the processor and publish."""
+        wall = time.time_ns()
+        outputs: list[DayOutput] = []
+        loop = asyncio.get_running_loop()
+        for (portfolio, run_id), bars in self.decode(events).items():
+            runs = dict(self.table.get(portfolio) or {})
+            st = self.processor.state_for(runs, portfolio, run_id)
+            late = st.n_late
+            if self.executor is not None and self.processor.needs_models(bars):
+                outs = await loop.run_in_executor(self.executor, self._process, st, bars, wall)
+            else:
+                outs = self._process(st, bars, wall)
+            if st.n_late > late:
+                self.metrics.late_bars.inc(st.n_late - late)
+            runs[run_id or "live"] = st
+            self._evict_runs(runs, run_id or "live")
+            self.table[portfolio] = runs
+            outputs.extend(outs)
+        if outputs:
+            await self.publish(outputs)
+        return outputs
+
+    def _process(self, st: PortfolioRunState, bars: list[Bar], wall: int) -> list[DayOutput]:
+        return self.processor.process(st, bars, wall_ns=wall)
+
+    def _evict_runs(self, runs: dict[str, PortfolioRunState], keep: str) -> None:
+        """Keep at most ``max_runs_per_portfolio`` runs: drop the least recently active
+        replay runs (never live, never the run just updated)."""
+        excess = len(runs) - self.settings.max_runs_per_portfolio
+        if excess <= 0:
+            return
+        old = sorted(
+            (st.touched_wall, run) for run, st in runs.items() if run not in (keep, "live")
+        )
+        for _, run in old[:excess]:
+            log.info("risk state of run %s evicted (more than %d runs)", run, len(runs) - 1)
+            del runs[run]
+
+    async def publish(self, outputs: list[DayOutput]) -> None:
+        """Snapshots to topic ``risk``, heatmap files, Redis, metrics and listeners."""
+        from stream_app.sinks import heatmap_png_fast, write_heatmap_file
+
+        pngs: list[bytes | None] = []
+        for out in outputs:
+            snap = out.snapshot
+            await self.risk_topic.send(key=snap.portfolio.encode(), value=snap.encode())
+            png = None
+            if out.heatmap is not None and (snap.heatmap_key or snap.heatmap_path):
+                png = heatmap_png_fast(out.heatmap)
+                if snap.heatmap_path:
+                    try:
+                        write_heatmap_file(snap.heatmap_path, png)
+                    except OSError as exc:
+                        self.metrics.sink_errors.labels(sink="file").inc()
+                        log.warning("cannot write heatmap %s: %s", snap.heatmap_path, exc)
+            pngs.append(png)
+        snaps = [o.snapshot for o in outputs]
+        if self.sink is not None:
+            await self.sink.write(snaps, pngs)
+        now = time.time_ns()
+        for out in outputs:
+            self.metrics.observe(out.snapshot, out.update_seconds)
+            if out.snapshot.source_wall_ns:
+                self.metrics.latency.observe(max(now - out.snapshot.source_wall_ns, 0) / 1e9)
+        self.n_snapshots += len(outputs)
+        for listener in self.listeners:
+            try:
+                await listener(snaps)
+            except Exception:  # a listener never stops the risk stream
+                log.exception("snapshot listener %r failed", listener)
+
+    def update_lag(self, app: RiskmonApp) -> None:
+        """``riskmon_consumer_lag{topic,partition}`` of the assigned partitions."""
+        consumer = app.consumer
+        read = consumer._read_offset
+        for tp in consumer.assignment():
+            try:
+                hw = consumer.highwater(tp)
+            except Exception:
+                continue
+            if hw is None:
+                continue
+            pos = read.get(tp)
+            lag = hw - (pos + 1 if pos is not None else 0)
+            self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(lag, 0))
+
+
+def _attach_alerts(app: RiskmonApp, settings: StreamSettings, registry: CollectorRegistry) -> None:
+    """Let the alerts stage (``stream_app.alerts_sink.attach_alerts``) join the app, when
+    that module exists."""
+    for module in ("stream_app.alerts_sink", "stream_app.alerts"):
+        try:
+            mod = __import__(module, fromlist=["attach_alerts"])
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            continue
+        attach = getattr(mod, "attach_alerts", None)
+        if attach is not None:
+            attach(app, settings, registry)
+            return
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -289,7 +612,7 @@ def create_app(
     registry : CollectorRegistry or None
         Where the metrics go; ``None`` creates a private one (``app.riskmon.metrics``).
     """
-    settings = settings if settings is not None else Settings()
+    settings = _stream_settings(settings if settings is not None else StreamSettings())
     if settings.kafka_bootstrap is None:
         raise ValueError(
             "settings.kafka_bootstrap is None: start the embedded broker first "
@@ -315,8 +638,20 @@ def create_app(
         producer_linger_ms=1,
     )
     app.fetch_max_wait_ms = settings.consumer_fetch_max_wait_ms
-    metrics = IngestMetrics(registry if registry is not None else CollectorRegistry())
+    registry = registry if registry is not None else CollectorRegistry()
+    metrics = IngestMetrics(registry)
     rt = app.riskmon = IngestRuntime(app, settings, metrics)
+    processor = RiskProcessor(
+        load_portfolios_for(settings),
+        intraday_interval_s=settings.intraday_interval_s,
+        heatmap_dir=settings.output_dir,
+        heatmap_redis=bool(settings.redis_url),
+        model_factory=_factory(settings),
+    )
+    rt.routes = processor.routes
+    rr = app.riskmon_risk = RiskRuntime(
+        app, settings, RiskMetrics(registry), processor, rt.bars_topic
+    )
 
     @app.agent(rt.ticks_topic, name="ingest", concurrency=1)
     async def ingest(stream: faust.StreamT) -> Any:
@@ -341,7 +676,40 @@ def create_app(
             yield summary
 
     rt.agent = ingest
+
+    @app.agent(rr.bars_topic, name="risk", concurrency=1)
+    async def risk(stream: faust.StreamT) -> Any:
+        """Close trading days, run the models, publish risk snapshots (one batch at a time)."""
+        await rr.start_sinks()
+        async for events in stream.take_events(
+            settings.risk_batch_max, within=settings.risk_batch_within
+        ):
+            outputs = await rr.handle(events)
+            yield len(outputs)
+
+    rr.agent = risk
+
+    @app.timer(interval=settings.lag_interval_s)
+    async def consumer_lag() -> None:
+        with contextlib.suppress(Exception):
+            rr.update_lag(app)
+
+    _attach_alerts(app, settings, registry)
     return app
+
+
+def _factory(settings: StreamSettings) -> Callable[[str, Any, int], Any]:
+    from stream_app.risk import build_model
+
+    artifacts = {
+        "lstm_copula": str(settings.lstm_artifact) if settings.lstm_artifact else None,
+        "cnn": str(settings.cnn_artifact) if settings.cnn_artifact else None,
+    }
+
+    def factory(name: str, weights: Any, seed: int) -> Any:
+        return build_model(name, weights, seed=seed, artifacts=artifacts)
+
+    return factory
 
 
 def run_worker(
@@ -350,16 +718,19 @@ def run_worker(
     registry: CollectorRegistry | None = None,
     loglevel: str = "info",
 ) -> None:
-    """Run one ingest worker until SIGINT/SIGTERM (blocking; exits the process).
+    """Run one worker (agents ``ingest`` and ``risk``) until SIGINT/SIGTERM (blocking).
 
     Starts the embedded broker when ``settings.kafka_bootstrap`` is None (it stops with
-    the worker) and serves Prometheus metrics on ``metrics_host:metrics_port``.
+    the worker) and serves Prometheus metrics on ``metrics_host:metrics_port``. Several
+    workers with the same ``app_id`` and topics share the partitions.
     """
     from prometheus_client import start_http_server
 
     from stream_app.embedded import EmbeddedKafka
 
-    settings = settings if settings is not None else Settings()
+    settings = _stream_settings(settings if settings is not None else StreamSettings())
+    if not settings.redis_url:
+        log.warning("RISKMON_REDIS_URL is not set: risk snapshots go to Kafka and metrics only")
     registry = registry if registry is not None else CollectorRegistry()
     with contextlib.ExitStack() as stack:
         if settings.kafka_bootstrap is None:

@@ -23,6 +23,7 @@ emitted with ``closed_by="evicted"``.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Collection, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -165,6 +166,8 @@ class IngestProcessor:
         self.day_offset_ns = int(trading_day_offset_hours * 3600 * NS_PER_SECOND)
         #: Latest event time seen per run id (in memory; rebuilt from traffic).
         self.watermarks: dict[str, int] = {}
+        #: Wall clock (ns) stamped on the bars of the batch being processed.
+        self.wall_ns = 0
 
     @classmethod
     def from_settings(cls, settings: Any) -> IngestProcessor:
@@ -184,6 +187,8 @@ class IngestProcessor:
         messages: Iterable[tuple[bytes | None, bytes, int | None, int | None]],
         store: AssetStore,
         result: BatchResult | None = None,
+        *,
+        wall_ns: int | None = None,
     ) -> BatchResult:
         """Process ``(key, value, partition, offset)`` messages in order.
 
@@ -191,8 +196,11 @@ class IngestProcessor:
         of the message's asset, checked one by one (see the module notes).
         ``store`` is updated in place (entries of ``result.touched``); outputs are
         collected in the returned :class:`BatchResult`. ``n_in`` counts ticks.
+        ``wall_ns`` (default: now) is stamped on the bars as :attr:`Bar.wall_ns`, the
+        arrival time behind the tick-to-snapshot latency.
         """
         res = result if result is not None else BatchResult()
+        self.wall_ns = time.time_ns() if wall_ns is None else int(wall_ns)
         view = StoreView(store)
         for key, value, partition, offset in messages:
             try:
@@ -338,6 +346,7 @@ class IngestProcessor:
             run_id=run_id,
             kind=kind,
             closed_by=closed_by,
+            wall_ns=self.wall_ns,
         )
 
     # -- eviction -------------------------------------------------------------------
