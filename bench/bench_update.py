@@ -15,8 +15,8 @@ import argparse
 import time
 
 import numpy as np
-
 from _common import shared_daily
+
 from models.registry import make_model, parse_model_names
 from producers.history import load_history
 

@@ -14,8 +14,8 @@ import argparse
 import time
 
 import numpy as np
-
 from _common import shared_daily
+
 from models.registry import parse_model_names
 from producers.history import load_history
 from stream_app.backtest_cmd import BacktestPlan, run_models, score_result
