@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ __all__ = [
     "STREAM_PREFIX",
     "AlertDelivery",
     "AlertMetrics",
+    "AlertReader",
     "Backoff",
     "DrainResult",
     "Outbox",
@@ -44,6 +46,7 @@ __all__ = [
     "channel_name",
     "dedup_key",
     "make_redis",
+    "parse_since",
     "stream_key",
 ]
 
@@ -460,3 +463,142 @@ class AlertDelivery:
             self.metrics.duplicates.inc(len(res.duplicates))
         self._gauge()
         return res
+
+
+# -- reading (riskmon alerts tail) -------------------------------------------------------
+_DURATION = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+
+
+def parse_since(spec: str | None, now_ms: int | None = None) -> str | None:
+    """Stream id to read after, from a ``--since`` value.
+
+    ``None`` -> None (caller shows the last few entries); ``"all"`` or ``"0"`` ->
+    ``"0-0"`` (everything); ``"new"`` or ``"$"`` -> ``"$"`` (only new entries);
+    ``"10m"``, ``"2h"``, ``"30s"``, ``"1d"`` -> entries added in that wall time;
+    an ISO-8601 time (naive = UTC) -> entries added since then; a stream id
+    ``"1700000000000-0"`` (or milliseconds) as it is.
+
+    Examples
+    --------
+    >>> parse_since("all"), parse_since("new"), parse_since("1700000000000-3")
+    ('0-0', '$', '1700000000000-3')
+    >>> parse_since("10m", now_ms=1_000_000)
+    '400000-0'
+    >>> parse_since("2008-10-01T00:00:00Z")
+    '1222819200000-0'
+    """
+    if spec is None:
+        return None
+    text = spec.strip()
+    if text in ("all", "0", "0-0", "begin"):
+        return "0-0"
+    if text in ("new", "$", "now"):
+        return "$"
+    if re.fullmatch(r"\d+-\d+", text):
+        return text
+    if re.fullmatch(r"\d{10,}", text):
+        return f"{text}-0"
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhd])", text)
+    if m:
+        if now_ms is None:
+            now_ms = int(time.time() * 1000)
+        start = now_ms - int(float(m.group(1)) * _DURATION[m.group(2)] * 1000)
+        return f"{max(start, 0)}-0"
+    from stream_app.records import iso_to_ns
+
+    try:
+        return f"{iso_to_ns(text) // 1_000_000}-0"
+    except ValueError:
+        raise ValueError(
+            f"--since {spec!r}: expected all, new, a duration (10m, 2h, 1d), "
+            "an ISO time or a stream id"
+        ) from None
+
+
+class AlertReader:
+    """Read alerts from the runs' streams: a backlog, then new entries (blocking).
+
+    Parameters
+    ----------
+    client : redis.Redis
+        A synchronous client.
+    runs : list of str or None
+        Run labels (``live`` for live data); ``None`` follows every
+        ``riskmon:alerts:*`` stream, including runs that appear later.
+    since : str or None
+        As returned by :func:`parse_since`; ``None`` starts with the last ``backlog``
+        entries of each stream.
+    backlog : int
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        runs: list[str] | None = None,
+        since: str | None = None,
+        backlog: int = 20,
+    ) -> None:
+        self.client = client
+        self.runs = runs
+        self.since = since
+        self.backlog = backlog
+        self.cursor: dict[str, str] = {}  # stream key -> last id read
+        self._last_scan = 0.0
+
+    def streams(self) -> list[str]:
+        if self.runs is not None:
+            return [stream_key(r) for r in self.runs]
+        found = []
+        for key in self.client.scan_iter(match=f"{STREAM_PREFIX}*", count=500, _type="stream"):
+            found.append(key.decode() if isinstance(key, bytes) else key)
+        return sorted(found)
+
+    def _start(self, key: str, first_scan: bool) -> list[tuple[str, Alert]]:
+        """Place the cursor of a newly seen stream; return its backlog."""
+        since = self.since if first_scan else "0-0"  # a stream born later: all of it
+        if since is None:
+            entries = self.client.xrevrange(key, count=self.backlog)
+            entries = list(reversed(entries))
+            self.cursor[key] = _id(entries[-1][0]) if entries else "0-0"
+            return [(_id(i), _alert(f)) for i, f in entries]
+        if since == "$":
+            last = self.client.xrevrange(key, count=1)
+            self.cursor[key] = _id(last[0][0]) if last else "0-0"
+            return []
+        self.cursor[key] = since
+        return []
+
+    def poll(self, block_ms: int = 1000, count: int = 100) -> list[tuple[str, str, Alert]]:
+        """New alerts as ``(stream key, entry id, alert)``, oldest first per stream;
+        blocks up to ``block_ms`` when there are none."""
+        out: list[tuple[str, str, Alert]] = []
+        now = time.monotonic()
+        if not self.cursor or (self.runs is None and now - self._last_scan > 2.0):
+            first = not self.cursor and self._last_scan == 0.0
+            self._last_scan = now
+            for key in self.streams():
+                if key not in self.cursor:
+                    out += [(key, i, a) for i, a in self._start(key, first)]
+        if out:
+            return out
+        if not self.cursor:
+            time.sleep(block_ms / 1000)
+            return out
+        reply = self.client.xread(dict(self.cursor), count=count, block=block_ms)
+        for key, entries in reply or []:
+            key = key.decode() if isinstance(key, bytes) else key
+            for entry_id, fields in entries:
+                self.cursor[key] = _id(entry_id)
+                out.append((key, _id(entry_id), _alert(fields)))
+        return out
+
+
+def _id(entry_id: bytes | str) -> str:
+    return entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+
+
+def _alert(fields: Any) -> Alert:
+    try:
+        return Alert.from_fields(fields)
+    except Exception:  # a foreign entry in our stream: show what it has
+        return Alert("?", "?", "info", "?", "?", "", None, None, 0, "", message=repr(fields)[:200])
