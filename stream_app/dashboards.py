@@ -809,6 +809,33 @@ def _pipeline_health() -> dict[str, Any]:
             quantiles("riskmon_ingest_batch_seconds"),
             unit="s",
         ),
+        _timeseries(
+            "Day close time (all models of a portfolio)",
+            quantiles("riskmon_day_close_seconds"),
+            description="Wall time of one portfolio's day close: every model, contributions "
+            "and heatmap.",
+            unit="s",
+        ),
+        _timeseries(
+            "Writes to Redis",
+            [
+                _target(
+                    f"sum(rate(riskmon_alerts_delivered_total{{{_I}}}[$__rate_interval]))",
+                    "alerts delivered",
+                ),
+                _target(
+                    f"sum(rate(riskmon_alerts_delivery_errors_total{{{_I}}}[$__rate_interval]))",
+                    "alert delivery errors",
+                ),
+                _target(
+                    f"sum by (sink) (rate(riskmon_sink_errors_total{{{_I}}}[$__rate_interval]))",
+                    "snapshot errors ({{sink}})",
+                ),
+            ],
+            description="Alerts delivered from the outbox to the Redis stream, failed "
+            "attempts (Redis down: they are retried), and failed snapshot writes per sink.",
+            unit="short",
+        ),
     ]
     variables = [
         _query_var(
