@@ -208,7 +208,7 @@ def _query_var(name: str, label: str, query: str, **kw: Any) -> dict[str, Any]:
         "label": label,
         "datasource": _ds(),
         "definition": query,
-        "query": {"query": query, "refId": "PrometheusVariableQueryEditor-VariableQuery"},
+        "query": query,
         "refresh": 2,  # on time range change
         "sort": 1,
         "multi": False,
