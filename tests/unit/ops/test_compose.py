@@ -265,3 +265,30 @@ def test_dockerfile_installs_cpu_torch_first():
     for path in re.findall(r"^COPY (\S+) ", text, re.M):
         assert (ROOT / path).exists(), path
     assert re.search(r'^CMD \["riskmon", "worker"\]', text, re.M)
+
+
+def test_the_image_ships_the_data_files_the_code_reads():
+    """ops/Dockerfile runs `pip install .` (not editable): every tracked non-Python file of
+    the packages (demo portfolio, shipped history, model artifacts) must be package data."""
+    import fnmatch
+    import subprocess
+    import tomllib
+
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    package_data = pyproject["tool"]["setuptools"].get("package-data", {})
+    tracked = subprocess.run(
+        ["git", "ls-files", "models", "producers", "stream_app"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    missing = []
+    for path in tracked:
+        if path.endswith(".py"):
+            continue
+        package, _, rest = path.partition("/")
+        patterns = package_data.get(package, []) + package_data.get("*", [])
+        if not any(fnmatch.fnmatch(rest, pattern) for pattern in patterns):
+            missing.append(path)
+    assert not missing, f"not installed by `pip install .` (pyproject package-data): {missing}"
