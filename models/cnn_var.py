@@ -210,7 +210,7 @@ class CnnVaR(VaRModel):
         if c.shape != (self.n_assets,) or not np.all(np.isfinite(c) & (c > 0)):
             raise DataError(f"expected {self.n_assets} finite positive closes, got {c!r}")
         first = self._inputs.n_bars_ == 0
-        x = None if first else np.log(c / self._inputs._close[: self.n_assets])
+        x = None if first else np.log(c / self._inputs.last_close_)
         if x is not None:
             self._after_return(x)
         self._inputs.update_bar(open, high, low, c, volume)

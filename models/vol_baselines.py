@@ -285,14 +285,19 @@ class GarchVol:
             out[t] = s2
         return out
 
-    def predict(self, log_returns: ArrayLike) -> NDArray[np.float64]:
-        """Volatility forecasts of the next ``horizon`` days, shape (n_days, n_series)."""
+    def predict(self, log_returns: ArrayLike, horizon: int | None = None) -> NDArray[np.float64]:
+        """Volatility forecasts of the next ``horizon`` days, shape (n_days, n_series).
+
+        ``horizon`` defaults to the one given at construction (the parameters
+        do not depend on it, so one fit serves every horizon).
+        """
+        h = self.horizon if horizon is None else _check_horizon(horizon)
         s2 = self.one_step_variance(log_returns)
         omega, alpha, beta = self.params_.T
         pers = alpha + beta
         stationary = pers < 1.0
         v = np.where(stationary, omega / np.where(stationary, 1.0 - pers, 1.0), 0.0)
-        k = np.arange(self.horizon)[:, None]
+        k = np.arange(h)[:, None]
         decay = np.where(stationary, pers, 1.0) ** k  # (h, n_series)
         mean_decay = decay.mean(axis=0)
         var = np.where(stationary, v + mean_decay * (s2 - v), s2)

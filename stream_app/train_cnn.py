@@ -511,10 +511,8 @@ def _baseline_forecasts(
         elif name == "ewma":
             out[name] = np.repeat(ewma_vol(r)[bars][:, :, None], len(horizons), axis=2)
         elif name == "garch":
-            out[name] = np.stack(
-                [GarchVol(h).fit(r, until=until_bar - 1).predict(r)[bars] for h in horizons],
-                axis=-1,
-            )
+            garch = GarchVol(1).fit(r, until=until_bar - 1)
+            out[name] = np.stack([garch.predict(r, h)[bars] for h in horizons], axis=-1)
         elif name in ("linear", "svr", "tree"):
             train_pairs = pairs_of(fit_rows_, s)
             test_pairs = pairs_of(test_rows, s)

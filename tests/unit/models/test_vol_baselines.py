@@ -138,3 +138,9 @@ def test_bad_hyperparameters():
         RegressionVol("forest")
     with pytest.raises(ValueError, match="until"):
         HarRV(5).fit(np.zeros((30, 1)) + 0.01, until=40)
+
+
+def test_garch_one_fit_serves_every_horizon(returns):
+    g1 = GarchVol(1).fit(returns, until=500)
+    g10 = GarchVol(10).fit(returns, until=500)
+    np.testing.assert_array_equal(g1.predict(returns, 10), g10.predict(returns))

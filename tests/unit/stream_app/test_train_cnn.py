@@ -157,3 +157,31 @@ def test_evaluate_with_a_fixed_artifact(panel, tmp_path):
         evaluate(panel, years="2012", retrain="none", progress=False)
     with pytest.raises(ValueError, match="unknown models"):
         evaluate(panel, years="2012", models=("lstm",), progress=False)
+
+
+def test_backtest_writes_cnn_forecasts_like_the_baselines(panel, tmp_path, monkeypatch):
+    """`riskmon backtest --models cnn` path: registry -> walk_forward -> forecasts.csv."""
+    from models import registry
+    from stream_app.backtest_cmd import BacktestPlan, run_models, write_forecasts
+    from stream_app.portfolio import Portfolio
+
+    path = train(
+        panel, "2011-06-30", seed=0, out_dir=tmp_path, progress=False, config=TINY, threads=1
+    )
+    monkeypatch.setattr(train_cnn, "default_artifact_path", lambda: path)
+    monkeypatch.setattr(train_cnn, "_CACHE", {})
+    entry = ("stream_app.train_cnn", "DefaultCnnVaR", "heatmap CNN vol + filtered HS")
+    monkeypatch.setitem(registry.MODELS, "cnn", entry)
+    plan = BacktestPlan(
+        panel=panel,
+        portfolio=Portfolio("book", ("A", "B", "C"), (0.5, 0.3, 0.2)),
+        models=("cnn", "hs"),
+        start=np.datetime64("2012-01-02"),
+        end=np.datetime64("2012-03-30"),
+    )
+    results = run_models(plan, show_progress=False)
+    n = write_forecasts(tmp_path / "forecasts.csv", results)
+    lines = (tmp_path / "forecasts.csv").read_text().splitlines()
+    assert lines[0] == "date,model,realized,var95,var975,var99,es95,es975,es99"
+    cnn_rows = [ln for ln in lines[1:] if ",cnn," in ln]
+    assert len(cnn_rows) == results[0].n_forecasts > 50 and n == len(lines) - 1
