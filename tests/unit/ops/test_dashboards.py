@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -61,13 +62,15 @@ def test_committed_json_is_the_generated_json(boards):
 
 def test_build_script_check_detects_drift(tmp_path):
     script = ROOT / "scripts" / "build_dashboards.py"
-    ok = subprocess.run(["python", str(script), "--check"], capture_output=True, text=True)
+    ok = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     export_dashboards(tmp_path)
     path = tmp_path / "pipeline-health.json"
     path.write_text(path.read_text().replace("Ticks per second", "Ticks/s"))
     bad = subprocess.run(
-        ["python", str(script), "--check", "--out", str(tmp_path)], capture_output=True, text=True
+        [sys.executable, str(script), "--check", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
     )
     assert bad.returncode == 1 and "pipeline-health.json" in bad.stdout
 
