@@ -66,7 +66,7 @@ from models.vol_eval import (
 VERSION = "cnn-v1"
 ARTIFACT_DIR = Path(__file__).resolve().parent / "artifacts"
 
-#: Models of the evaluation, in report order ("cnn+har": geometric mean of the two).
+#: Models of the evaluation, in report order ("cnn+har": the mean of the two variance forecasts).
 EVAL_MODELS: tuple[str, ...] = (
     "cnn",
     "cnn+har",
@@ -765,7 +765,7 @@ def evaluate(
                     if "cnn" in models:
                         fc = {"cnn": cnn, **fc}
                     if "cnn+har" in models:
-                        fc["cnn+har"] = np.sqrt(cnn * fc["har"])
+                        fc["cnn+har"] = np.sqrt(0.5 * (cnn**2 + fc["har"] ** 2))
                 rec["seconds_total"] = time.perf_counter() - t0
                 training.append(rec)
                 all_rows.append(test_rows)

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from scipy import optimize
 from torch import nn
 
 from models.cnn import (
@@ -184,10 +185,10 @@ def test_images_equal_heatmap_spec_transform(rng):
 
 
 def test_channel_subset_and_no_har():
-    cfg = CnnConfig(channels=("portfolio", "self"), har_inputs=False)
+    cfg = CnnConfig(channels=("portfolio", "self"), har_inputs=False, skip="none")
     assert cfg.channels == ("self", "portfolio") and cfg.n_extra == 0
     net = VolCNN(2, 0, 2, cfg)
-    assert net.skip is None
+    assert net.skip is None and net.har_var is None
     assert net(torch.zeros(3, 2, 32, 32)).shape == (3, 2)
 
 
@@ -240,6 +241,8 @@ def test_config_validation_and_round_trip():
         ({"pool_size": 4}, "pool_size"),
         ({"warmup": 5}, "warmup"),
         ({"dropout": 1.0}, "dropout"),
+        ({"skip": "resnet"}, "skip"),
+        ({"har_inputs": False}, "har_inputs"),
     ):
         with pytest.raises(ValueError, match=match):
             CnnConfig(**bad)
@@ -277,21 +280,49 @@ def test_training_leaves_global_rng_alone(rng):
     assert torch.equal(torch.rand(3), expect)
 
 
-def test_skip_starts_at_pooled_log_har_ols(rng):
+def _frozen(skip):
+    """TINY with a learning rate so small that one epoch leaves the initial weights."""
+    return CnnConfig(**{**TINY.to_dict(), "max_epochs": 1, "learning_rate": 1e-12, "skip": skip})
+
+
+def test_log_skip_starts_at_pooled_log_har_ols(rng):
     r = _returns(rng, 120, 3)
     _, _, data = _dataset(r)
     pairs = pairs_of(np.arange(60), 4)
-    cfg = CnnConfig(**{**TINY.to_dict(), "max_epochs": 1, "learning_rate": 1e-12})
+    res = train_network(data, pairs, pairs_of(np.arange(70, 80), 4), _frozen("har_log"), seed=0)
+    y = data.target[pairs[:, 0], pairs[:, 1]]
+    ok = np.all(np.isfinite(y), axis=1)
+    x = data.har[pairs[ok, 0], pairs[ok, 1]].astype(float)
+    design = np.column_stack([np.ones(x.shape[0]), x])
+    coef, *_ = np.linalg.lstsq(design, np.log(np.maximum(y[ok], 1e-4)), rcond=None)
+    got = res.state_dict["skip.weight"].numpy()
+    np.testing.assert_allclose(got, coef[1:].T, rtol=1e-4, atol=1e-5)
+
+
+def test_variance_skip_starts_exactly_at_a_pooled_har_rv(rng):
+    """NNLS HAR-RV coefficients; with the dense head at zero the net *is* that HAR."""
+    r = _returns(rng, 120, 3)
+    _, _, data = _dataset(r)
+    pairs = pairs_of(np.arange(60), 4)
+    cfg = _frozen("har_var")
     res = train_network(data, pairs, pairs_of(np.arange(70, 80), 4), cfg, seed=0)
     y = data.target[pairs[:, 0], pairs[:, 1]]
     ok = np.all(np.isfinite(y), axis=1)
     x = data.har[pairs[ok, 0], pairs[ok, 1]].astype(float)
-    coef, *_ = np.linalg.lstsq(
-        np.column_stack([np.ones(x.shape[0]), x]), np.log(np.maximum(y[ok], 1e-4)), rcond=None
-    )
-    np.testing.assert_allclose(
-        res.state_dict["skip.weight"].numpy(), coef[1:].T, rtol=1e-4, atol=1e-5
-    )
+    design = np.column_stack([np.ones(x.shape[0]), np.exp(2 * x)])
+    c = np.stack([optimize.nnls(design, y[ok, j])[0] for j in range(3)])
+    c = np.maximum(c, 1e-6)
+    got = torch.nn.functional.softplus(res.state_dict["har_var"]).numpy()
+    np.testing.assert_allclose(got, c, rtol=1e-4, atol=1e-6)
+    net = VolCNN(3, 3, 3, cfg)
+    net.load_state_dict(res.state_dict)
+    net.eval()
+    img, extra = data.batch(pairs[ok][:20], cfg)
+    with torch.no_grad():
+        out = net(img, extra).numpy()
+    base = design[:20] @ c.T
+    bias = np.log(y[ok].mean(axis=0)) - np.log((design @ c.T).mean(axis=0))
+    np.testing.assert_allclose(out, np.log(base) + bias, rtol=1e-4, atol=1e-4)
 
 
 def test_forecaster_from_artifact_matches_network(rng):
