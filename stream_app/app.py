@@ -37,8 +37,11 @@ lives on the partition number of its ticks. Ticks whose Kafka key is not their a
 are dead-lettered (``key_mismatch``) to keep it so.
 
 The ``risk`` agent (concurrency 1) reads ``bars`` in batches and runs
-:class:`~stream_app.risk.RiskProcessor`; its table ``risk-state`` (changelogged, plain,
-pickled values) holds per portfolio ``{run: PortfolioRunState}`` (key = portfolio, raw
+:class:`~stream_app.risk.RiskProcessor`; its table ``risk-state`` (changelogged, plain)
+holds per portfolio ``{run: PortfolioRunState}`` - models, windows, backtest counters,
+written when a day closes - and ``risk-live`` the small part that changes with every
+bar (``{run: LiveState}``: the open day's bars, last prices, counters), written every
+batch (key = portfolio, raw
 UTF-8; values pickled with artifact references and read back by a restricted unpickler;
 partitioned like the ``bars`` key so that the state lives on the partition of its
 bars). A batch that may close a day runs in a one-thread executor so that model updates
@@ -68,7 +71,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import Field
 
 from models.exceptions import DataError
-from stream_app.ingest import BatchResult, IngestProcessor
+from stream_app.ingest import BatchResult, IngestProcessor, coalesce_lasts
 from stream_app.metrics import IngestMetrics, RiskMetrics
 from stream_app.records import Bar, RiskSnapshot
 from stream_app.risk import (
@@ -77,6 +80,7 @@ from stream_app.risk import (
     PortfolioRunState,
     RiskProcessor,
     dumps_state,
+    evict_runs,
     load_portfolio_configs,
     loads_state,
 )
@@ -97,6 +101,7 @@ log = logging.getLogger(__name__)
 
 STATE_TABLE = "ingest-state"
 RISK_TABLE = "risk-state"
+RISK_LIVE_TABLE = "risk-live"
 #: The portfolio file shipped with the package (used when none is configured).
 DEMO_PORTFOLIOS = Path(__file__).resolve().parent / "portfolios" / "demo.yaml"
 
@@ -358,7 +363,7 @@ class IngestRuntime:
             if dead.bundle_index is not None:
                 headers.append(("bundle_index", str(dead.bundle_index).encode()))
             await self.dlq_topic.send(key=dead.key, value=dead.value, headers=headers)
-        for bar in (*result.bars, *result.lasts):
+        for bar in (*result.bars, *coalesce_lasts(result.lasts)):
             routes = self.routes.get(bar.asset)
             if not routes:
                 await self.bars_topic.send(key=bar.portfolio.encode(), value=bar.encode())
@@ -446,6 +451,17 @@ class RiskRuntime:
         self.table.key_serializer = "raw"  # partitioned like the bars key
         self.table.value_serializer = STATE_CODEC  # models and numpy arrays
         self.table.changelog_topic = self.table._new_changelog_topic()
+        self.live_table = app.Table(
+            RISK_LIVE_TABLE,
+            default=None,
+            partitions=settings.partitions,
+            key_type=str,
+            use_partitioner=True,
+            help="Per portfolio: {run: open day, last prices, snapshot counter}.",
+        )
+        self.live_table.key_serializer = "raw"
+        self.live_table.value_serializer = STATE_CODEC
+        self.live_table.changelog_topic = self.live_table._new_changelog_topic()
         self.executor: ThreadPoolExecutor | None = (
             ThreadPoolExecutor(1, thread_name_prefix="riskmon-risk")
             if settings.risk_executor
@@ -499,18 +515,28 @@ class RiskRuntime:
         outputs: list[DayOutput] = []
         loop = asyncio.get_running_loop()
         for (portfolio, run_id), bars in self.decode(events).items():
+            label = run_id or "live"
             runs = dict(self.table.get(portfolio) or {})
+            lives = dict(self.live_table.get(portfolio) or {})
             st = self.processor.state_for(runs, portfolio, run_id)
-            late = st.n_late
+            fresh = runs.get(label) is not st
+            if fresh or st.live is None:
+                st.attach_live(lives.get(label))  # restored from the changelogs
+            late, closed = st.n_late, st.last_closed_day
             if self.executor is not None and self.processor.needs_models(bars):
                 outs = await loop.run_in_executor(self.executor, self._process, st, bars, wall)
             else:
                 outs = self._process(st, bars, wall)
             if st.n_late > late:
                 self.metrics.late_bars.inc(st.n_late - late)
-            runs[run_id or "live"] = st
-            self._evict_runs(runs, run_id or "live")
-            self.table[portfolio] = runs
+            if fresh or st.last_closed_day != closed:  # the heavy part: at day closes only
+                runs[label] = st
+                for run in evict_runs(runs, label, self.settings.max_runs_per_portfolio):
+                    lives.pop(run, None)
+                    log.info("risk state of run %s evicted (over %d runs)", run, len(runs))
+                self.table[portfolio] = runs
+            lives[label] = st.live
+            self.live_table[portfolio] = lives
             outputs.extend(outs)
         if outputs:
             await self.publish(outputs)
@@ -519,27 +545,17 @@ class RiskRuntime:
     def _process(self, st: PortfolioRunState, bars: list[Bar], wall: int) -> list[DayOutput]:
         return self.processor.process(st, bars, wall_ns=wall)
 
-    def _evict_runs(self, runs: dict[str, PortfolioRunState], keep: str) -> None:
-        """Keep at most ``max_runs_per_portfolio`` runs: drop the least recently active
-        replay runs (never live, never the run just updated)."""
-        excess = len(runs) - self.settings.max_runs_per_portfolio
-        if excess <= 0:
-            return
-        old = sorted(
-            (st.touched_wall, run) for run, st in runs.items() if run not in (keep, "live")
-        )
-        for _, run in old[:excess]:
-            log.info("risk state of run %s evicted (more than %d runs)", run, len(runs) - 1)
-            del runs[run]
-
     async def publish(self, outputs: list[DayOutput]) -> None:
         """Snapshots to topic ``risk``, heatmap files, Redis, metrics and listeners."""
         from stream_app.sinks import heatmap_png_fast, write_heatmap_file
 
         pngs: list[bytes | None] = []
+        raws: list[bytes] = []
         for out in outputs:
             snap = out.snapshot
-            await self.risk_topic.send(key=snap.portfolio.encode(), value=snap.encode())
+            raw = snap.encode()
+            raws.append(raw)
+            await self.risk_topic.send(key=snap.portfolio.encode(), value=raw)
             png = None
             if out.heatmap is not None and (snap.heatmap_key or snap.heatmap_path):
                 png = heatmap_png_fast(out.heatmap)
@@ -552,7 +568,7 @@ class RiskRuntime:
             pngs.append(png)
         snaps = [o.snapshot for o in outputs]
         if self.sink is not None:
-            await self.sink.write(snaps, pngs)
+            await self.sink.write(snaps, pngs, raws)
         now = time.time_ns()
         for out in outputs:
             self.metrics.observe(out.snapshot, out.update_seconds)

@@ -477,7 +477,7 @@ def run_demo(opts: DemoOptions, console: Any = None) -> dict[str, Any]:
     from rich.console import Console
     from rich.live import Live
 
-    from producers.kafka_out import new_run_id, replay_panel
+    from producers.kafka_out import TickPublisher, new_run_id, replay_panel
 
     console = console or Console()
     configs = _load_configs(opts)
@@ -533,18 +533,20 @@ def run_demo(opts: DemoOptions, console: Any = None) -> dict[str, Any]:
             )
 
         def replay() -> None:
-            try:
-                box["stats"] = replay_panel(
-                    plan.panel,
-                    stack.bootstrap,
-                    topic=stack.settings.topic_ticks,
-                    run_id=run_id,
-                    ticks_per_day=opts.ticks_per_day,
-                    days_per_second=opts.speed,
-                    progress=progress,
-                    stop=stop,
-                    bundle=opts.bundle,
-                )
+            try:  # flushes without a deadline (a loaded broker may need more than 10 s)
+                with TickPublisher(
+                    stack.bootstrap, stack.settings.topic_ticks, run_id=run_id
+                ) as pub:
+                    box["stats"] = replay_panel(
+                        plan.panel,
+                        run_id=run_id,
+                        ticks_per_day=opts.ticks_per_day,
+                        days_per_second=opts.speed,
+                        progress=progress,
+                        stop=stop,
+                        bundle=opts.bundle,
+                        publisher=pub,
+                    )
             except BaseException as exc:  # shown after the view closes
                 box["error"] = exc
             finally:

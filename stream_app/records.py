@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from models.exceptions import DataError
@@ -227,7 +227,7 @@ class Bar:
     wall_ns: int = 0  #: wall clock (ns) when the worker received the tick that emitted it
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {name: getattr(self, name) for name in _BAR_FIELDS}
 
     def encode(self) -> bytes:
         """Compact JSON bytes (the message value on topic ``bars``)."""
@@ -249,6 +249,9 @@ class Bar:
         if not isinstance(data, dict):
             raise DataError(f"bar is not a JSON object: {raw[:200]!r}")
         return cls.from_dict(data)
+
+
+_BAR_FIELDS = tuple(f.name for f in fields(Bar))
 
 
 # -- risk snapshots (topic ``risk``) ----------------------------------------------------
@@ -453,7 +456,11 @@ class RiskSnapshot:
         return None if self.var is None else self.var["0.99"]
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain dict (nested dataclasses as dicts; the same as ``dataclasses.asdict``)."""
+        out = {name: _plain(getattr(self, name)) for name in _SNAPSHOT_FIELDS}
+        out["challengers"] = {k: _record_dict(v) for k, v in self.challengers.items()}
+        out["assets"] = {k: _record_dict(v) for k, v in self.assets.items()}
+        return out
 
     def encode(self) -> bytes:
         """Compact JSON bytes (the message value on topic ``risk``)."""
@@ -489,3 +496,17 @@ class RiskSnapshot:
         if not isinstance(data, dict):
             raise DataError(f"risk snapshot is not a JSON object: {raw[:200]!r}")
         return cls.from_dict(data)
+
+
+_SNAPSHOT_FIELDS = tuple(f.name for f in fields(RiskSnapshot))
+
+
+def _plain(value: Any) -> Any:
+    """Copies of dicts (one or two levels, as the snapshot's fields nest); others as is."""
+    if isinstance(value, dict):
+        return {k: (dict(v) if isinstance(v, dict) else v) for k, v in value.items()}
+    return value
+
+
+def _record_dict(record: Any) -> dict[str, Any]:
+    return {f: _plain(getattr(record, f)) for f in record.__slots__}

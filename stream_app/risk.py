@@ -71,6 +71,7 @@ from stream_app.records import (
 __all__ = [
     "BACKTEST_WINDOW",
     "DayOutput",
+    "LiveState",
     "ModelTrack",
     "ModelUnavailable",
     "PortfolioConfig",
@@ -78,6 +79,7 @@ __all__ = [
     "RiskProcessor",
     "build_model",
     "dumps_state",
+    "evict_runs",
     "heatmap_ref",
     "load_portfolio_configs",
     "loads_state",
@@ -520,6 +522,29 @@ def _counts(a: NDArray[np.int64]) -> dict[str, int]:
     return {k: int(v) for k, v in zip(LEVEL_KEYS, a, strict=True)}
 
 
+def evict_runs(runs: dict[str, PortfolioRunState], keep: str, max_runs: int) -> list[str]:
+    """Keep at most ``max_runs`` runs of a portfolio: drop the least recently active
+    replay runs (by :attr:`PortfolioRunState.touched_wall`), never ``live`` and never
+    ``keep``. Returns the runs dropped.
+
+    Examples
+    --------
+    >>> class S:
+    ...     def __init__(self, t): self.touched_wall = t
+    >>> runs = {"live": S(0), "a": S(1), "b": S(3), "c": S(2)}
+    >>> evict_runs(runs, "c", 2), sorted(runs)
+    (['a', 'b'], ['c', 'live'])
+    """
+    excess = len(runs) - max_runs
+    if excess <= 0:
+        return []
+    old = sorted((st.touched_wall, run) for run, st in runs.items() if run not in (keep, "live"))
+    dropped = [run for _, run in old[:excess]]
+    for run in dropped:
+        del runs[run]
+    return dropped
+
+
 def state_key(portfolio: str, run_id: str) -> str:
     """Table key of a (portfolio, run): ``"<portfolio>|<run or live>"``.
 
@@ -543,8 +568,9 @@ def heatmap_ref(portfolio: str, run_id: str, day: str) -> str:
 
 
 @dataclass
-class PortfolioRunState:
-    """Everything the risk stage keeps per (portfolio, run); plain picklable data.
+class LiveState:
+    """The part of a run's state that changes with every bar (small; written to its
+    own table every batch, while :class:`PortfolioRunState` is written at day closes).
 
     Attributes
     ----------
@@ -553,15 +579,71 @@ class PortfolioRunState:
     pending : dict of int to tuple
         Asset column -> ``(open, high, low, close, volume, ts_last)`` of its bar of
         ``open_day``.
+    last_price, last_ts : ndarray of shape (n_assets,)
+        Latest price and its event time (ns, 0 = never) from bars and last prices.
+    ts : int
+        Latest event time seen.
+    seq : int
+        Snapshots made so far.
+    last_intraday_ts : int or None
+        Event time of the last intraday snapshot (throttle).
+    n_late : int
+        Bars ignored as late or repeated.
+    touched_wall : float
+        Wall clock of the last batch (for evicting idle replay runs).
+    """
+
+    n_assets: int
+    open_day: int | None = None
+    pending: dict[int, tuple[float, float, float, float, float, int]] = field(default_factory=dict)
+    last_price: NDArray[np.float64] = field(default=None)  # type: ignore[assignment]
+    last_ts: NDArray[np.int64] = field(default=None)  # type: ignore[assignment]
+    ts: int = 0
+    seq: int = 0
+    last_intraday_ts: int | None = None
+    n_late: int = 0
+    touched_wall: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.last_price is None:
+            self.last_price = np.full(self.n_assets, np.nan)
+        if self.last_ts is None:
+            self.last_ts = np.zeros(self.n_assets, dtype=np.int64)
+
+
+_LIVE_FIELDS = (
+    "open_day",
+    "pending",
+    "last_price",
+    "last_ts",
+    "ts",
+    "seq",
+    "last_intraday_ts",
+    "n_late",
+    "touched_wall",
+)
+
+
+@dataclass
+class PortfolioRunState:
+    """Everything the risk stage keeps per (portfolio, run); plain picklable data.
+
+    The fields of :class:`LiveState` (``open_day``, ``pending``, ``last_price``,
+    ``last_ts``, ``ts``, ``seq``, ``last_intraday_ts``, ``n_late``, ``touched_wall``)
+    are read and written through :attr:`live`; pickling leaves ``live`` out, so the
+    worker stores it in a table of its own (see :meth:`attach_live`).
+
+    Attributes
+    ----------
     last_closed_day : int or None
     prev_close : ndarray of shape (n_assets,)
         Closes of ``last_closed_day`` (NaN where never seen).
-    last_price, last_ts : ndarray of shape (n_assets,)
-        Latest price and its event time (ns, 0 = never) from bars and last prices.
     last_day : ndarray of int of shape (n_assets,)
         Day index of each asset's last closed bar (-1 = never).
     window_days, window_rows : list
         The heatmap window: day indices and feature rows of the last closed days.
+    seq_at_close : int
+        ``seq`` when the state was last closed (restores ``seq`` after a crash).
     """
 
     portfolio: str
@@ -572,41 +654,70 @@ class PortfolioRunState:
     champion: ModelTrack
     challengers: list[ModelTrack]
     features: FeatureState
-    open_day: int | None = None
-    pending: dict[int, tuple[float, float, float, float, float, int]] = field(default_factory=dict)
     last_closed_day: int | None = None
     prev_close: NDArray[np.float64] = field(default=None)  # type: ignore[assignment]
-    last_price: NDArray[np.float64] = field(default=None)  # type: ignore[assignment]
-    last_ts: NDArray[np.int64] = field(default=None)  # type: ignore[assignment]
     last_day: NDArray[np.int64] = field(default=None)  # type: ignore[assignment]
     ewma_cov: NDArray[np.float64] = field(default=None)  # type: ignore[assignment]
     n_returns: int = 0
     window_days: list[int] = field(default_factory=list)
     window_rows: list[NDArray[np.float64]] = field(default_factory=list)
     vol_history: list[float] = field(default_factory=list)
-    seq: int = 0
-    ts: int = 0
-    last_intraday_ts: int | None = None
     last_daily: RiskSnapshot | None = None
-    n_late: int = 0
-    touched_wall: float = 0.0
+    seq_at_close: int = 0
+    live: LiveState | None = None
 
     def __post_init__(self) -> None:
         n = len(self.assets)
         if self.prev_close is None:
             self.prev_close = np.full(n, np.nan)
-        if self.last_price is None:
-            self.last_price = np.full(n, np.nan)
-        if self.last_ts is None:
-            self.last_ts = np.zeros(n, dtype=np.int64)
         if self.last_day is None:
             self.last_day = np.full(n, -1, dtype=np.int64)
         if self.ewma_cov is None:
             self.ewma_cov = np.zeros((n, n))
+        if self.live is None:
+            self.live = LiveState(n)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["live"] = None  # stored apart, every batch
+        return state
+
+    def attach_live(self, live: LiveState | None) -> None:
+        """Join a restored state with its restored :class:`LiveState` (or a new one).
+
+        An open day that this state already closed (the live part was written before a
+        crash, the closed state after it) is dropped; ``seq`` never goes back.
+        """
+        if live is None or live.n_assets != len(self.assets):
+            live = LiveState(len(self.assets))
+        closed = self.last_closed_day
+        if live.open_day is not None and closed is not None and live.open_day <= closed:
+            live.open_day = None
+            live.pending = {}
+        live.seq = max(live.seq, self.seq_at_close)
+        self.live = live
 
     @property
     def tracks(self) -> list[ModelTrack]:
         return [self.champion, *self.challengers]
+
+
+def _live_property(name: str) -> property:
+    def get(self: PortfolioRunState) -> Any:
+        if self.live is None:
+            self.attach_live(None)
+        return getattr(self.live, name)
+
+    def put(self: PortfolioRunState, value: Any) -> None:
+        if self.live is None:
+            self.attach_live(None)
+        setattr(self.live, name, value)
+
+    return property(get, put, doc=f"``live.{name}``")
+
+
+for _name in _LIVE_FIELDS:
+    setattr(PortfolioRunState, _name, _live_property(_name))
 
 
 @dataclass(frozen=True)
@@ -919,6 +1030,7 @@ class RiskProcessor:
         total = time.perf_counter() - t0
         snap = self._daily(st, day, realized, extras, contributions, image, total, src_wall)
         st.last_daily = snap
+        st.seq_at_close = st.seq
         out.append(DayOutput(snap, image, dates, seconds))
 
     def _ewma(self, st: PortfolioRunState, x: NDArray[np.float64]) -> None:

@@ -179,15 +179,19 @@ class RedisRiskSink:
         self.n_duplicates = 0
 
     async def write(
-        self, snapshots: Sequence[RiskSnapshot], heatmaps: Sequence[bytes | None] = ()
+        self,
+        snapshots: Sequence[RiskSnapshot],
+        heatmaps: Sequence[bytes | None] = (),
+        raws: Sequence[bytes] | None = None,
     ) -> bool:
-        """Write snapshots (and the PNGs of their heatmaps, aligned); False on failure."""
+        """Write snapshots (and the PNGs of their heatmaps, aligned; ``raws``: their
+        encoded JSON when the caller has it already); False on failure."""
         if not snapshots:
             return True
         pipe = self.client.pipeline(transaction=False)
         ops: list[str] = []
         for i, snap in enumerate(snapshots):
-            raw = snap.encode()
+            raw = raws[i] if raws is not None else snap.encode()
             run = snap.run_id
             pipe.set(latest_key(snap.portfolio, run), raw)
             ops.append("set")

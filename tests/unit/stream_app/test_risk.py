@@ -1,0 +1,328 @@
+"""Risk processing without Faust: day close, exceptions, rolling backtest, parity with
+the offline walk-forward, intraday P&L, eviction, run isolation, state codec."""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import numpy as np
+import pytest
+
+from models import backtest as bt
+from models.base import LEVELS
+from models.ewma import RiskMetricsEWMA
+from models.hs import HistoricalSimulation
+from models.walkforward import walk_forward
+from producers.synthetic import Crash, synthetic_panel
+from stream_app.records import LEVEL_KEYS, Bar, RiskSnapshot
+from stream_app.risk import (
+    DayOutput,
+    ModelUnavailable,
+    PortfolioConfig,
+    RiskProcessor,
+    dumps_state,
+    evict_runs,
+    load_portfolio_configs,
+    loads_state,
+)
+
+ASSETS = ("SPY", "TLT", "GLD")
+W = (0.5, 0.3, 0.2)
+
+
+def factory(name, weights, seed):
+    """Small, fast models (HS window 60, EWMA min_obs 20)."""
+    if name == "hs":
+        return HistoricalSimulation(weights, window=60, min_obs=40), "builtin"
+    if name == "ewma":
+        return RiskMetricsEWMA(weights, min_obs=20), "builtin"
+    if name == "broken":
+        raise ModelUnavailable("no artifact")
+    raise ValueError(name)
+
+
+def make(champion="ewma", challengers=("hs",), **kw):
+    cfg = PortfolioConfig("book", ASSETS, W, champion=champion, challengers=challengers)
+    kw.setdefault("model_factory", factory)
+    return RiskProcessor([cfg], **kw)
+
+
+def day_bars(panel, i, run="r1", assets=None, kind="bar"):
+    out = []
+    for j, a in enumerate(panel.assets):
+        if assets is not None and a not in assets:
+            continue
+        out.append(
+            Bar(
+                a,
+                str(panel.dates[i]),
+                float(panel.open[i, j]),
+                float(panel.high[i, j]),
+                float(panel.low[i, j]),
+                float(panel.close[i, j]),
+                float(panel.volume[i, j]),
+                10,
+                0,
+                9,
+                0,
+                (int(panel.dates[i].astype("datetime64[s]").astype(np.int64)) + 72_000) * 10**9,
+                portfolio="book",
+                run_id=run,
+                kind=kind,
+                closed_by="eod" if kind == "bar" else "",
+            )
+        )
+    return out
+
+
+@pytest.fixture(scope="module")
+def panel():
+    return synthetic_panel(330, ASSETS, seed=42, crash=Crash(day=300, size=-0.12))
+
+
+@pytest.fixture(scope="module")
+def replayed(panel):
+    proc = make()
+    st = proc.new_state("book", "r1")
+    outs = []
+    for i in range(panel.n_days):
+        outs += proc.process(st, day_bars(panel, i))
+    return proc, st, [o.snapshot for o in outs if o.snapshot.kind == "daily"]
+
+
+def test_a_day_closes_when_every_asset_has_its_bar(panel):
+    proc = make()
+    st = proc.new_state("book", "r1")
+    assert proc.process(st, day_bars(panel, 0)) == []  # the base day: no return yet
+    assert proc.process(st, day_bars(panel, 1, assets=("SPY", "TLT"))) == []
+    assert st.open_day is not None and len(st.pending) == 2
+    (out,) = proc.process(st, day_bars(panel, 1, assets=("GLD",)))
+    snap = out.snapshot
+    assert snap.kind == "daily" and snap.day == str(panel.dates[1])
+    x = np.log(panel.close[1]) - np.log(panel.close[0])
+    assert snap.realized_return == pytest.approx(float(np.expm1(x) @ np.array(W)), abs=1e-15)
+    assert snap.prev_var is None and snap.exception is None  # no forecast yet
+
+
+def test_a_later_days_bar_closes_the_open_day_carrying_missing_closes(panel):
+    proc = make()
+    st = proc.new_state("book", "r1")
+    proc.process(st, day_bars(panel, 0))
+    proc.process(st, day_bars(panel, 1, assets=("SPY", "TLT")))  # GLD never comes
+    (out,) = proc.process(st, day_bars(panel, 2, assets=("SPY",)))
+    assert out.snapshot.day == str(panel.dates[1])
+    x = np.log(panel.close[1]) - np.log(panel.close[0])
+    x[2] = 0.0  # GLD carried forward
+    assert out.snapshot.realized_return == pytest.approx(float(np.expm1(x) @ np.array(W)))
+    assert out.snapshot.assets["GLD"].last_day == str(panel.dates[0])
+    assert st.open_day is not None and list(st.pending) == [0]
+
+
+def test_late_and_repeated_bars_are_ignored(panel):
+    proc = make()
+    st = proc.new_state("book", "r1")
+    for i in range(3):
+        proc.process(st, day_bars(panel, i))
+    n_seen = st.champion.model.n_seen_
+    assert proc.process(st, day_bars(panel, 1) + day_bars(panel, 2)) == []
+    assert st.n_late == 6 and st.champion.model.n_seen_ == n_seen
+
+
+def test_forecasts_equal_the_offline_walk_forward(panel, replayed):
+    _, _, daily = replayed
+    x = panel.log_returns()
+    dates = panel.dates[1:]
+    assert [s.day for s in daily] == [str(d) for d in dates]
+    for name in ("ewma", "hs"):
+        wf = walk_forward(factory(name, np.array(W), 0)[0], x, dates, dates[0])
+        if name == "ewma":  # champion: the forecast in force for each day
+            got = [s.prev_var for s in daily]
+            np.testing.assert_allclose(
+                [s.realized_return for s in daily], wf.realized, rtol=0, atol=1e-15
+            )
+        else:  # challenger: its forecast made at each close is for the next day
+            got = [None] + [s.challengers["hs"].var for s in daily[:-1]]
+        arr = np.array([[np.nan] * 3 if g is None else [g[k] for k in LEVEL_KEYS] for g in got])
+        np.testing.assert_array_equal(arr, wf.var)  # bit for bit
+
+
+def test_exception_flags_and_rolling_counters_match_models_backtest(panel, replayed):
+    _, _, daily = replayed
+    wf = walk_forward(
+        factory("ewma", np.array(W), 0)[0], panel.log_returns(), panel.dates[1:], panel.dates[1]
+    )
+    ok = np.isfinite(wf.var[:, 0])
+    hits = np.column_stack([bt.hits(wf.realized[ok], wf.var[ok, i]) for i in range(3)])
+    scored = [s for s in daily if s.exception is not None]
+    assert len(scored) == ok.sum() > 250  # the ring buffer wraps
+    flags = np.array([[s.exception[k] for k in LEVEL_KEYS] for s in scored])
+    np.testing.assert_array_equal(flags, hits)
+    zones = bt.rolling_traffic_light(hits[:, 2], 0.99, window=250, min_periods=1)
+    for t, s in enumerate(scored):
+        lo = max(0, t + 1 - 250)
+        window = hits[lo : t + 1]
+        assert s.days_250d == len(window)
+        assert s.n_days == t + 1
+        for i, (key, level) in enumerate(zip(LEVEL_KEYS, LEVELS, strict=True)):
+            assert s.exceptions_250d[key] == int(window[:, i].sum())
+            assert s.exceptions_total[key] == int(hits[: t + 1, i].sum())
+            p = bt.kupiec_pof(int(window[:, i].sum()), len(window), level).pvalue
+            assert s.kupiec_p[key] == pytest.approx(p, rel=1e-12)
+        assert s.traffic_light == zones[t]
+    assert scored[-1].exceptions_total["0.99"] >= 1  # the crash day is an exception
+
+
+def test_heatmap_window_is_bounded_in_event_time(replayed):
+    proc, st, daily = replayed
+    assert len(st.window_days) == proc.heatmap_days == 10
+    assert st.window_days == sorted(st.window_days)
+    out = DayOutput(daily[-1])  # the snapshot references its heatmap by run and day
+    assert out.snapshot.heatmap_key == f"riskmon:heatmap:r1:book:{daily[-1].day}"
+
+
+def test_heatmap_image_and_contributions(panel):
+    proc = make(heatmap_dir="/tmp/hm")
+    st = proc.new_state("book", "")
+    outs = []
+    for i in range(40):
+        outs += proc.process(st, day_bars(panel, i, run=""))
+    last = outs[-1]
+    assert last.heatmap.shape == (32, 32) and last.heatmap.dtype == np.uint8
+    assert len(last.heatmap_dates) == 10 and last.heatmap_dates[-1] == last.snapshot.day
+    assert last.snapshot.heatmap_path == f"/tmp/hm/live/book/{last.snapshot.day}.png"
+    s = last.snapshot
+    for key in LEVEL_KEYS:  # Euler shares of the EWMA covariance add up to the ES
+        assert sum(s.contributions[key].values()) == pytest.approx(s.es[key], rel=1e-12)
+    cov = st.ewma_cov / (1 - 0.94**st.n_returns)
+    sd = np.sqrt(np.diag(cov))
+    corr = cov / np.outer(sd, sd)
+    assert s.avg_correlation == pytest.approx(corr[np.triu_indices(3, 1)].mean(), rel=1e-12)
+
+
+def test_intraday_pnl_and_throttle(panel):
+    proc = make(intraday_interval_s=3600)
+    st = proc.new_state("book", "r1")
+    for i in range(30):
+        proc.process(st, day_bars(panel, i))
+    day = str(panel.dates[30])
+    base = (int(panel.dates[30].astype("datetime64[s]").astype(np.int64)) + 50_000) * 10**9
+
+    def last(asset, price, dt_s):
+        return Bar(asset, day, price, price, price, price, 0.0, 1, 0, 0, base, base + dt_s * 10**9,
+                   portfolio="book", run_id="r1", kind="last")  # fmt: skip
+
+    prev = panel.close[29]
+    outs = proc.process(st, [last("SPY", prev[0] * 0.98, 0), last("TLT", prev[1] * 1.01, 600)])
+    assert len(outs) == 1  # the second is within the hour
+    outs = proc.process(st, [last("GLD", prev[2] * 0.95, 4000)])
+    (snap,) = [o.snapshot for o in outs]
+    expected = 0.5 * -0.02 + 0.3 * 0.01 + 0.2 * -0.05
+    assert snap.kind == "intraday" and snap.pnl == pytest.approx(expected, rel=1e-12)
+    assert snap.var == st.last_daily.var and snap.day == day  # today's VaR: made last night
+    assert snap.assets["GLD"].last_ts == base + 4000 * 10**9
+    assert snap.seq == st.last_daily.seq + 2
+
+
+def test_no_intraday_while_the_previous_day_is_open(panel):
+    proc = make(intraday_interval_s=0)
+    st = proc.new_state("book", "r1")
+    proc.process(st, day_bars(panel, 0))
+    proc.process(st, day_bars(panel, 1, assets=("SPY",)))
+    lasts = day_bars(panel, 2, kind="last")
+    assert proc.process(st, lasts) == []
+
+
+def test_runs_are_isolated(panel):
+    proc = make()
+    a, b = proc.new_state("book", "r1"), proc.new_state("book", "r2")
+    alone = proc.new_state("book", "r1")
+    got_a, got_alone = [], []
+    for i in range(60):
+        got_a += proc.process(a, day_bars(panel, i, run="r1"))
+        proc.process(b, day_bars(panel, (i * 7) % 60, run="r2"))  # scrambled other run
+        got_alone += proc.process(alone, day_bars(panel, i, run="r1"))
+    strip = lambda s: {**s.to_dict(), "wall_ns": 0, "model_seconds": 0}  # noqa: E731
+    assert [strip(o.snapshot) for o in got_a] == [strip(o.snapshot) for o in got_alone]
+
+
+def test_state_codec_round_trip_continues_identically(panel):
+    proc = make()
+    st = proc.new_state("book", "r1")
+    for i in range(50):
+        proc.process(st, day_bars(panel, i))
+    proc.process(st, day_bars(panel, 50, assets=("SPY",)))  # an open day with a bar
+    copy = loads_state(dumps_state(st))
+    assert copy.live is None  # stored apart (the worker's second table)
+    copy.attach_live(loads_state(dumps_state(st.live)))
+    assert copy.pending.keys() == {0}
+    a = [o.snapshot.var for i in range(50, 70) for o in proc.process(st, day_bars(panel, i))]
+    b = [o.snapshot.var for i in range(50, 70) for o in proc.process(copy, day_bars(panel, i))]
+    assert a == b and len(a) == 20
+
+
+def test_state_codec_refuses_foreign_code():
+    with pytest.raises(pickle.UnpicklingError, match="may not reference"):
+        loads_state(pickle.dumps(os.system))
+    with pytest.raises(pickle.UnpicklingError, match="may not reference"):
+        loads_state(pickle.dumps(dumps_state))  # a function of ours is not a class
+
+
+def test_evict_runs_keeps_live_and_the_current_run():
+    proc = make()
+    runs = {}
+    for k, run in enumerate(("live", "a", "b", "c", "d")):
+        runs[run] = proc.new_state("book", run)
+        runs[run].touched_wall = float(k)
+    runs["live"].touched_wall = -1.0
+    assert evict_runs(runs, "a", 3) == ["b", "c"]
+    assert sorted(runs) == ["a", "d", "live"]
+
+
+def test_champion_falls_back_when_unavailable():
+    cfg = PortfolioConfig(
+        "book", ASSETS, W, champion="broken", challengers=("hs",), fallback="ewma"
+    )
+    st = RiskProcessor([cfg], model_factory=factory).new_state("book", "")
+    assert st.champion.name == "ewma" and [t.name for t in st.challengers] == ["hs"]
+
+
+def test_config_validation_and_state_rebuild_on_change(panel):
+    with pytest.raises(ValueError, match="3 assets and 2 weights"):
+        PortfolioConfig("x", ASSETS, (0.5, 0.5))
+    proc = make()
+    st = proc.new_state("book", "r1")
+    other = make(challengers=())
+    assert other.state_for({"r1": st}, "book", "r1") is not st  # another definition
+    assert proc.state_for({"r1": st}, "book", "r1") is st
+
+
+def test_load_portfolio_configs(tmp_path):
+    p = tmp_path / "book.yaml"
+    p.write_text(
+        "portfolios:\n"
+        "  - name: a\n    weights: {SPY: 0.6, TLT: 0.4}\n    champion: ewma\n"
+        "    challengers: [hs, ewma]\n    limits: {var99: 0.03}\n"
+        "  - name: b\n    weights: {GLD: 1.0}\n"
+    )
+    a, b = load_portfolio_configs(p, default_champion="fhs", default_challengers=("hs",))
+    assert (a.champion, a.challengers, a.limits) == ("ewma", ("hs",), {"var99": 0.03})
+    assert (b.champion, b.challengers) == ("fhs", ("hs",))
+
+
+def test_the_shipped_demo_portfolio_uses_shipped_assets():
+    from pathlib import Path
+
+    import stream_app
+    from producers.history import SHIPPED_DEFAULT_ASSETS
+
+    path = Path(stream_app.__file__).parent / "portfolios" / "demo.yaml"
+    (cfg,) = load_portfolio_configs(path)
+    assert set(cfg.assets) <= set(SHIPPED_DEFAULT_ASSETS) and len(cfg.assets) == 10
+    assert sum(cfg.weights) == pytest.approx(1.0)
+
+
+def test_snapshot_round_trips_through_json(replayed):
+    _, _, daily = replayed
+    s = daily[-1]
+    assert RiskSnapshot.decode(s.encode()) == s
