@@ -10,7 +10,9 @@ scenarios. Numbers are best-of-``--repeat`` means (the machine is shared).
     python bench/bench_lstm_copula.py [--days 250] [--scenarios 20000] [--train]
 
 ``--train`` also times training the marginals on 15 years x 10 assets of the
-real panel (2008-2022) with 2 torch threads.
+real panel (2008-2022) with ``--threads`` torch threads (default 1: on a
+shared, oversubscribed machine two spinning OpenMP threads ran a training step
+15 times slower than one).
 """
 
 from __future__ import annotations
@@ -115,6 +117,7 @@ def main() -> None:
     ap.add_argument("--scenarios", type=int, default=20_000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--train", action="store_true", help="also time training (15 y x 10 assets)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads for --train")
     args = ap.parse_args()
     torch.set_num_threads(1)
     from producers.history import load_history
@@ -130,10 +133,11 @@ def main() -> None:
     if args.train:
         p = panel.between("2007-12-31", "2022-12-31")
         t0 = time.perf_counter()
-        art = fit_artifact([p], None, seed=0, progress=True, num_threads=2)
+        art = fit_artifact([p], None, seed=0, progress=True, num_threads=args.threads)
         el = time.perf_counter() - t0
         print(
-            f"\ntraining on {p.n_days} days x {p.n_assets} assets: {el:.1f} s, "
+            f"\ntraining on {p.n_days} days x {p.n_assets} assets, {args.threads} thread(s): "
+            f"{el:.1f} s, "
             f"{art.metadata['epochs_run']} epochs, val nll {art.metadata['val_nll']:.4f} "
             f"(static t {art.metadata['val_nll_static_t']:.4f})"
         )

@@ -327,6 +327,7 @@ class LstmCopula(VaRModel):
             warnings.simplefilter("ignore", ConvergenceWarning)
             cop = StudentTCopula(self.nu_bounds).fit(used)
         self.n_repairs_ += int(cop.corr_repaired_)
+        assert cop.corr_ is not None
         self._set_corr(cop.corr_)
         self._set_nu(float(cop.nu_))
 
@@ -361,8 +362,8 @@ class LstmCopula(VaRModel):
         except np.linalg.LinAlgError:
             corr = nearest_correlation(corr)
             chol = np.linalg.cholesky(corr)
-        self.corr_ = corr
-        self.chol_ = chol
+        self.corr_ = np.asarray(corr, dtype=np.float64)
+        self.chol_ = np.asarray(chol, dtype=np.float64)
 
     # -- forecast ---------------------------------------------------------------------------
 

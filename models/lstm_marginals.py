@@ -768,14 +768,14 @@ def fit_marginals(
     Deterministic for a given seed and thread count:
     ``torch.use_deterministic_algorithms(True)`` is on while training.
     """
-    for name, v, lo in (
+    for name, value, lo in (
         ("max_epochs", max_epochs, 0),
         ("batch_size", batch_size, 1),
         ("patience", patience, 1),
         ("num_threads", num_threads, 1),
     ):
-        if int(v) < lo:
-            raise ValueError(f"{name} must be >= {lo}, got {v}")
+        if int(value) < lo:
+            raise ValueError(f"{name} must be >= {lo}, got {value}")
     if not learning_rate > 0:
         raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
     if train.n_windows == 0 or val.n_windows == 0:
@@ -802,7 +802,7 @@ def fit_marginals(
         tr = _tensors(train, config)
         va = _tensors(val, config)
         opt = torch.optim.Adam(net.parameters(), lr=learning_rate, weight_decay=weight_decay)
-        best = _weighted_nll(net, va, 4096)
+        best: float = _weighted_nll(net, va, 4096)
         baseline = best
         best_w = net.numpy_weights()
         best_epoch = 0

@@ -56,7 +56,7 @@ DEFAULT_FIT: dict[str, Any] = {
     "batch_size": 512,
     "learning_rate": 2e-3,
     "patience": 4,
-    "num_threads": 2,
+    "num_threads": 1,
 }
 
 
