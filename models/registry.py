@@ -26,17 +26,31 @@ MODELS: dict[str, tuple[str, str, str]] = {
         "CopulaGarchT",
         "per-asset GARCH-t marginals + Student-t copula, Monte Carlo",
     ),
+    "lstm_copula": (
+        "models.lstm_copula",
+        "LstmCopula",
+        "LSTM Student-t marginals + dynamic t copula, 20,000-scenario Monte Carlo (artifact)",
+    ),
+    "cnn": (
+        "models.cnn_var",
+        "CnnVaR",
+        "CNN on 32x32 heatmaps: predicted volatility -> VaR/ES (artifact)",
+    ),
 }
+
+#: Models that need a trained artifact (``make_model(..., artifact=...)``); the
+#: adapters load it (``stream_app.risk.build_model``), never the engine.
+ARTIFACT_MODELS: tuple[str, ...] = ("lstm_copula", "cnn")
 
 #: The classical baselines, in report order.
 BASELINES: tuple[str, ...] = ("hs", "fhs", "ewma", "garch_t", "gjr_skewt", "copula_garch_t")
 
 #: Models that take a ``seed``.
-_SEEDED = {"copula_garch_t"}
+_SEEDED = {"copula_garch_t", "lstm_copula"}
 
 
 def parse_model_names(spec: str | Sequence[str]) -> list[str]:
-    """Split ``"hs,ewma"`` (or ``"all"``/``"baselines"``) into known model names.
+    """Split ``"hs,ewma"`` (or ``"baselines"``, ``"deep"``, ``"all"``) into known model names.
 
     Examples
     --------
@@ -48,8 +62,13 @@ def parse_model_names(spec: str | Sequence[str]) -> list[str]:
     for name in names:
         if not name:
             continue
-        if name in ("all", "baselines"):
-            out.extend(n for n in BASELINES if n not in out)
+        if name in ("baselines", "all", "deep"):
+            group = {
+                "baselines": BASELINES,
+                "deep": ARTIFACT_MODELS,
+                "all": ARTIFACT_MODELS + BASELINES,
+            }[name]
+            out.extend(n for n in group if n not in out)
             continue
         key = name.replace("-", "_")
         if key not in MODELS:
@@ -65,6 +84,8 @@ def make_model(name: str, weights: ArrayLike, *, seed: int = 0, **params: Any) -
     """Build the model called ``name`` for a portfolio with ``weights``."""
     key = parse_model_names(name)[0]
     module, cls_name, _ = MODELS[key]
+    if key in ARTIFACT_MODELS and "artifact" not in params:
+        raise ValueError(f"model {key!r} needs a trained artifact: make_model(..., artifact=...)")
     cls = getattr(importlib.import_module(module), cls_name)
     if key in _SEEDED:
         params.setdefault("seed", seed)

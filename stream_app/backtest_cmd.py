@@ -15,9 +15,9 @@ import numpy as np
 
 from models import backtest as bt
 from models.panel import Panel
-from models.registry import make_model
 from models.walkforward import WalkForwardResult, walk_forward
 from stream_app.portfolio import Portfolio
+from stream_app.risk import build_model
 
 FORECAST_COLUMNS = (
     "date",
@@ -64,7 +64,7 @@ class ModelScore:
 
 def _run_one(args: tuple) -> WalkForwardResult:
     name, weights, returns, dates, start, end, seed, progress_queue = args
-    model = make_model(name, weights, seed=seed)
+    model, _version = build_model(name, weights, seed=seed)
     pending = [0]
 
     def tick(n: int) -> None:
@@ -87,6 +87,8 @@ def run_models(
     returns = panel.log_returns()
     dates = panel.dates[1:]
     weights = plan.portfolio.weight_array
+    for name in plan.models:  # fail fast (missing artifact, bad name) before any work
+        build_model(name, weights, seed=plan.seed)
     n_fed = int(np.searchsorted(dates, plan.end, side="right"))
     manager = mp.Manager() if show_progress else None
     progress_queue = manager.Queue() if manager is not None else None
