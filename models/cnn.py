@@ -39,9 +39,11 @@ Each series runs :class:`~models.features.FeatureState` (the 8 features of
    2 or 200 assets.
 3. **HAR inputs** (``har_inputs=True``): ``log(RV_k / scale_t)`` over the
    last 1, 5 and 22 days enter the first fully connected layer beside the
-   convolutional features, and a HAR path is added to the output
+   convolutional features with ``log(long_scale_t / scale_t)`` (a 750-day
+   half-life EWMA: the long-run level), and a HAR path is added to the output
    (``skip="har_var"``: the log of a pooled HAR-RV in variance form,
-   ``c_0 + sum_k c_k (RV_k / scale_t)^2``, ``c >= 0``, started at its NNLS fit
+   ``c_0 + sum_k c_k (RV_k / scale_t)^2 + c_L (long_scale_t / scale_t)^2``,
+   ``c >= 0``, started at its NNLS fit
    with the dense head at zero), so the CNN learns a multiplicative correction
    of a HAR forecast. The variance form matters in crises: a log-linear
    (geometric) combination of the daily, weekly and monthly components lags
@@ -89,6 +91,7 @@ __all__ = [
     "ARTIFACT_FORMAT",
     "CHANNELS",
     "HAR_INPUT_LAGS",
+    "HAR_INPUT_NAMES",
     "CnnConfig",
     "HeatmapSpecs",
     "SampleSet",
@@ -113,6 +116,8 @@ __all__ = [
 CHANNELS: tuple[str, ...] = ("self", "portfolio", "cross")
 #: Lags (trading days) of the HAR inputs.
 HAR_INPUT_LAGS: tuple[int, ...] = (1, 5, 22)
+#: Names of the scalar inputs: the three HAR lags, then the long-run level.
+HAR_INPUT_NAMES: tuple[str, ...] = ("rv1", "rv5", "rv22", "long")
 #: Version of the artifact dictionary layout.
 ARTIFACT_FORMAT = 1
 
@@ -140,12 +145,12 @@ class CnnConfig:
     channels : tuple of str, default=("self", "portfolio", "cross")
         Image channels, a non-empty subset of :data:`CHANNELS`.
     har_inputs : bool, default=True
-        Feed ``log(RV_k / scale)``, ``k`` in :data:`HAR_INPUT_LAGS`, to the
-        dense head.
+        Feed ``log(RV_k / scale)``, ``k`` in :data:`HAR_INPUT_LAGS`, and
+        ``log(long_scale / scale)`` to the dense head (:data:`HAR_INPUT_NAMES`).
     skip : {"har_var", "har_log", "none"}, default="har_var"
         A HAR path added to the network's log output: ``"har_var"`` the log
         of a pooled HAR-RV in variance form, ``log(c_0 + sum_k c_k (RV_k /
-        scale)^2)`` with ``c >= 0``; ``"har_log"`` a linear map of the log
+        scale)^2 + c_L (long_scale / scale)^2)`` with ``c >= 0``; ``"har_log"`` a linear map of the log
         inputs (a log-HAR); ``"none"`` the paper's pure CNN.
     bars : {"close", "ohlcv"}, default="close"
         ``"close"`` builds the features from closes only (open = high = low =
@@ -154,6 +159,10 @@ class CnnConfig:
         ``"ohlcv"`` uses the full bars (gap, Garman-Klass, volume z-score).
     scale_halflife : float, default=120.0
         Half-life (days) of the EWMA that standardises each series.
+    long_halflife : float, default=750.0
+        Half-life (days) of a slower EWMA, the long-run level that volatility
+        reverts to; it enters as ``log(long_scale / scale)``, so the network
+        (and the HAR path) can tell a scale inflated by a recent crisis.
     warmup : int, default=60
         Returns seen before the first sample (>= 22 and >= window_size).
     image_size : int, default=32
@@ -183,6 +192,7 @@ class CnnConfig:
     skip: str = "har_var"
     bars: str = "close"
     scale_halflife: float = 120.0
+    long_halflife: float = 750.0
     warmup: int = 60
     image_size: int = 32
     n_filters: int = 64
@@ -223,8 +233,10 @@ class CnnConfig:
             raise ValueError(
                 f"warmup must be >= {max(max(HAR_INPUT_LAGS), self.window_size)}, got {self.warmup}"
             )
-        if not self.scale_halflife > 0:
-            raise ValueError(f"scale_halflife must be > 0, got {self.scale_halflife}")
+        if not (self.scale_halflife > 0 and self.long_halflife > 0):
+            raise ValueError(
+                f"half-lives must be > 0, got {self.scale_halflife}, {self.long_halflife}"
+            )
         if self.kernel_size not in (3, 5):
             raise ValueError(f"kernel_size must be 3 or 5, got {self.kernel_size}")
         if self.pool_size not in (2, 3):
@@ -245,7 +257,7 @@ class CnnConfig:
     @property
     def n_extra(self) -> int:
         """Scalar inputs beside the image."""
-        return len(HAR_INPUT_LAGS) if self.har_inputs else 0
+        return len(HAR_INPUT_NAMES) if self.har_inputs else 0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types only (lists for tuples), for the artifact."""
@@ -310,6 +322,9 @@ class VolInputState:
         self._lam = 0.5 ** (1.0 / c.scale_halflife)
         self._scale_num = np.zeros(n)
         self._scale_den = 0.0
+        self._lam_long = 0.5 ** (1.0 / c.long_halflife)
+        self._long_num = np.zeros(n)
+        self._long_den = 0.0
         self._har_len = max(HAR_INPUT_LAGS)
         self._sq = np.zeros((self._har_len, n))  # ring of r^2
         self._close = np.ones(n)  # last close of every series (assets, portfolio)
@@ -396,6 +411,9 @@ class VolInputState:
             lam = self._lam
             self._scale_num = lam * self._scale_num + r * r
             self._scale_den = lam * self._scale_den + 1.0
+            lam = self._lam_long
+            self._long_num = lam * self._long_num + r * r
+            self._long_den = lam * self._long_den + 1.0
             self._sq[(self.n_bars_ - 1) % self._har_len] = r * r
         self._window.update(_EPOCH0 + np.timedelta64(self.n_bars_, "D"), row)
         self._close[:n] = c
@@ -419,9 +437,10 @@ class VolInputState:
         windows : ndarray of shape (n_series, n_features, window_size)
             Features over the last ``window_size`` bars, oldest first, every
             feature but ``volume_z`` divided by the series' scale.
-        har : ndarray of shape (n_series, 3)
+        har : ndarray of shape (n_series, 4)
             ``log(max(RV_k / scale, 0.02))``, ``RV_k = sqrt(mean r^2)`` of
-            the last ``k`` in :data:`HAR_INPUT_LAGS` returns.
+            the last ``k`` in :data:`HAR_INPUT_LAGS` returns, then
+            ``log(max(long_scale / scale, 0.02))``.
         scale : ndarray of shape (n_series,)
 
         Raises
@@ -435,11 +454,13 @@ class VolInputState:
         w = self._window.get()
         w[:, _SCALED, :] /= scale[:, None, None]
         last = (self.n_bars_ - 2) % self._har_len  # slot of the newest r^2
-        har = np.empty((self.n_series, len(HAR_INPUT_LAGS)))
+        har = np.empty((self.n_series, len(HAR_INPUT_NAMES)))
         for j, k in enumerate(HAR_INPUT_LAGS):
             slots = (last - np.arange(k)) % self._har_len
             rv = np.sqrt(self._sq[slots].mean(axis=0))
             har[:, j] = np.log(np.maximum(rv / scale, _HAR_FLOOR))
+        long = np.sqrt(self._long_num / self._long_den)
+        har[:, -1] = np.log(np.maximum(long / scale, _HAR_FLOOR))
         return w, har, scale
 
 
@@ -452,7 +473,7 @@ class VolInputs:
     bar_index : ndarray of int of shape (n_rows,)
         Bar ``t`` of each row; its inputs use bars ``<= t`` only.
     windows : ndarray of shape (n_rows, n_series, n_features, window_size)
-    har : ndarray of shape (n_rows, n_series, 3)
+    har : ndarray of shape (n_rows, n_series, 4)
     scale : ndarray of shape (n_rows, n_series)
     returns : ndarray of shape (n_bars, n_series)
         Log return of every bar (row 0: 0), assets then portfolio.
@@ -523,7 +544,7 @@ def build_inputs(
     n_rows = max(n_bars - config.warmup, 0)
     nf = len(FEATURE_NAMES)
     windows = np.empty((n_rows, n_series, nf, config.window_size))
-    har = np.empty((n_rows, n_series, len(HAR_INPUT_LAGS)))
+    har = np.empty((n_rows, n_series, len(HAR_INPUT_NAMES)))
     scale = np.empty((n_rows, n_series))
     returns = np.zeros((n_bars, n_series))
     i = 0
@@ -782,7 +803,7 @@ class SampleSet:
     Parameters
     ----------
     series_rows, cross_rows : see :func:`source_rows`
-    har : ndarray of float32 of shape (n_rows, n_series, 3)
+    har : ndarray of float32 of shape (n_rows, n_series, 4)
     target : ndarray of shape (n_rows, n_series, n_horizons)
         Relative variance ``RV^2 / scale^2`` (NaN where unknown).
     portfolio : int
@@ -1073,7 +1094,7 @@ class VolForecaster:
         ----------
         windows : array-like of shape (n_rows, n_series, n_features, window_size)
             Standardised windows (:meth:`VolInputState.inputs` stacked).
-        har : array-like of shape (n_rows, n_series, 3)
+        har : array-like of shape (n_rows, n_series, 4)
         scale : array-like of shape (n_rows, n_series)
         series : sequence of int, optional
             Which series to forecast (default all; the portfolio is the last).

@@ -72,13 +72,13 @@ def test_shapes_for_any_number_of_assets(rng, n_assets):
     s = n_assets + 1
     n_rows = 45 + 1 - TINY.warmup
     assert inp.windows.shape == (n_rows, s, len(FEATURE_NAMES), 10)
-    assert inp.har.shape == (n_rows, s, 3) and inp.scale.shape == (n_rows, s)
+    assert inp.har.shape == (n_rows, s, 4) and inp.scale.shape == (n_rows, s)
     assert inp.bar_index[0] == TINY.warmup and inp.bar_index[-1] == 45
     pairs = pairs_of(np.arange(n_rows), s)
     img, extra = data.batch(pairs[:7], TINY)
-    assert img.shape == (7, 3, 32, 32) and extra.shape == (7, 3)
+    assert img.shape == (7, 3, 32, 32) and extra.shape == (7, 4)
     assert float(img.min()) >= 0.0 and float(img.max()) <= 1.0
-    net = VolCNN(3, 3, 3, TINY).eval()
+    net = VolCNN(3, 4, 3, TINY).eval()
     assert net(img, extra).shape == (7, 3)
     # the same network and specs serve any other book size
     state = net.state_dict()
@@ -129,6 +129,10 @@ def test_scale_and_har_inputs_by_hand(rng):
     for j, k in enumerate((1, 5, 22)):
         rv = np.sqrt(np.mean(rr[-k:] ** 2))
         assert inp.har[-1, 0, j] == pytest.approx(np.log(max(rv / scale, 0.02)), rel=1e-12)
+    lam_long = 0.5 ** (1 / TINY.long_halflife)
+    wl = lam_long ** np.arange(rr.size)[::-1]
+    long = np.sqrt(np.sum(wl * rr**2) / wl.sum())
+    assert inp.har[-1, 0, 3] == pytest.approx(np.log(max(long / scale, 0.02)), rel=1e-10)
     # standardised window: scale-dependent features divided by the scale, volume_z kept
     state = VolInputState([0.5, 0.5], TINY)
     for x in r:
@@ -217,7 +221,7 @@ def test_architecture_follows_the_paper(kernel, pool, sizes):
     assert widths == sizes
     linears = [m for m in net.head if isinstance(m, nn.Linear)]
     assert [m.out_features for m in linears] == [128, 64, 2]
-    assert linears[0].in_features == 64 + 3
+    assert linears[0].in_features == 64 + 3  # n_extra passed explicitly here
     drops = [m for m in net.head if isinstance(m, nn.Dropout)]
     assert drops and all(d.p == 0.5 for d in drops)
 
@@ -314,7 +318,7 @@ def test_variance_skip_starts_exactly_at_a_pooled_har_rv(rng):
     c = np.maximum(c, 1e-6)
     got = torch.nn.functional.softplus(res.state_dict["har_var"]).numpy()
     np.testing.assert_allclose(got, c, rtol=1e-4, atol=1e-6)
-    net = VolCNN(3, 3, 3, cfg)
+    net = VolCNN(3, 4, 3, cfg)
     net.load_state_dict(res.state_dict)
     net.eval()
     img, extra = data.batch(pairs[ok][:20], cfg)
@@ -334,7 +338,7 @@ def test_forecaster_from_artifact_matches_network(rng):
     art = make_artifact(TINY, specs, res.state_dict, version="test")
     f = VolForecaster.from_artifact(art)
     vol = f.predict_vol(inp.windows, inp.har, inp.scale)
-    net = VolCNN(3, 3, 3, TINY)
+    net = VolCNN(3, 4, 3, TINY)
     net.load_state_dict(res.state_dict)
     net.eval()
     img, extra = data.batch(pairs_of(np.arange(inp.n_rows), 3), TINY)
