@@ -8,7 +8,8 @@ types (str, int, float, list, dict), so it loads with
     python -m stream_app.train_lstm_copula --data ../shared/data/daily --until 2019-12-31 \\
         --out runs/lstm
     python -m stream_app.train_lstm_copula --walk-forward 2007-2023 \\
-        --data ../shared/data/daily --extra-shipped
+        --data ../shared/data/daily --extra-shipped --warm-start --warm-epochs 5 --stride 2 \\
+        --save-forecasts runs/lstm_wf.npz
 
 The shipped default (:func:`default_artifact_path`) is trained only on the
 history the package ships (``producers.history.load_history(None)``).
@@ -483,11 +484,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="walk-forward: also train on the shipped history before each test year",
     )
     ap.add_argument("--warm-start", action="store_true", help="walk-forward: warm-start yearly")
+    ap.add_argument("--warm-epochs", type=int, default=8, help="walk-forward: epochs when warm")
+    ap.add_argument("--stride", type=int, default=1, help="keep every n-th day of train windows")
     ap.add_argument("--scenarios", type=int, default=20_000)
     ap.add_argument("--save-forecasts", default=None, help="walk-forward: write an .npz here")
     args = ap.parse_args(argv)
     panel = load_history(args.data)
-    fit_kw = {"max_epochs": args.epochs, "num_threads": args.threads}
+    fit_kw = {"max_epochs": args.epochs, "num_threads": args.threads, "stride": args.stride}
     if args.walk_forward is None:
         path = train(
             panel,
@@ -511,7 +514,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     w = np.full(panel.n_assets, 1.0 / panel.n_assets)
 
     def on_year(year: int, art: LstmArtifact, res: WalkForwardResult) -> None:
-        hits = (res.realized < -res.var).sum(axis=0)
+        hits = (res.realized[:, None] < -res.var).sum(axis=0)
         print(
             f"{year}: {res.n_forecasts} days, exceptions 95/97.5/99 = {hits.tolist()}, "
             f"val_nll {art.metadata['val_nll']:.4f} (static t {art.metadata['val_nll_static_t']:.4f}), "
@@ -523,7 +526,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         panel,
         w,
         _years(args.walk_forward),
-        {**fit_kw, "extra_panels": extra, "seed": args.seed, "warm_start": args.warm_start},
+        {
+            **fit_kw,
+            "extra_panels": extra,
+            "seed": args.seed,
+            "warm_start": args.warm_start,
+            "warm_start_epochs": args.warm_epochs,
+        },
         model_kwargs={"n_scenarios": args.scenarios, "seed": args.seed},
         on_year=on_year,
     )
