@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -37,7 +38,7 @@ class Panel:
     low: NDArray[np.float64]
     close: NDArray[np.float64]
     volume: NDArray[np.float64]
-    filled: NDArray[np.bool_] = field(default=None)  # type: ignore[assignment]
+    filled: NDArray[np.bool_] | None = None
 
     def __post_init__(self) -> None:
         dates = np.asarray(self.dates, dtype="datetime64[D]")
@@ -74,23 +75,30 @@ class Panel:
         if missing:
             raise DataError(f"unknown assets {missing}; the data has {list(self.assets)}")
         idx = [self.assets.index(a) for a in assets]
-        return Panel(
-            self.dates,
-            tuple(assets),
-            *(getattr(self, f)[:, idx] for f in _FIELDS),
-            filled=self.filled[:, idx],
-        )
+        return self._take(self.dates, tuple(assets), (slice(None), idx))
 
     def between(self, start: np.datetime64 | str | None, end: np.datetime64 | str | None) -> Panel:
         """Rows with ``start <= date <= end`` (either bound optional)."""
         mask = np.ones(self.n_days, dtype=bool)
         if start is not None:
-            mask &= self.dates >= np.datetime64(start, "D")
+            mask &= self.dates >= as_day(start)
         if end is not None:
-            mask &= self.dates <= np.datetime64(end, "D")
-        return Panel(
-            self.dates[mask],
-            self.assets,
-            *(getattr(self, f)[mask] for f in _FIELDS),
-            filled=self.filled[mask],
-        )
+            mask &= self.dates <= as_day(end)
+        return self._take(self.dates[mask], self.assets, mask)
+
+    def _take(self, dates: NDArray[np.datetime64], assets: tuple[str, ...], key: Any) -> Panel:
+        fields = {f: getattr(self, f)[key] for f in _FIELDS}
+        assert self.filled is not None  # set in __post_init__
+        return Panel(dates, assets, filled=self.filled[key], **fields)
+
+
+def as_day(value: object) -> np.datetime64:
+    """A date-like (``"2008-09-15"``, ``datetime.date``, ``datetime64``) as ``datetime64[D]``.
+
+    Examples
+    --------
+    >>> as_day("2008-09-15")
+    np.datetime64('2008-09-15')
+    """
+    day: np.datetime64 = np.asarray(value, dtype="datetime64[D]")[()]
+    return day

@@ -15,6 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from models.base import LEVELS, VaRModel, portfolio_simple_return
+from models.panel import as_day
 
 
 @dataclass(frozen=True)
@@ -92,8 +93,8 @@ def walk_forward(
     d = np.asarray(dates, dtype="datetime64[D]")
     if x.ndim != 2 or x.shape[0] != d.shape[0]:
         raise ValueError(f"log_returns {x.shape} and dates {d.shape} do not align")
-    start = np.datetime64(eval_start, "D")
-    end = np.datetime64(eval_end, "D") if eval_end is not None else d[-1]
+    start = as_day(eval_start)
+    end = as_day(eval_end) if eval_end is not None else d[-1]
     last = int(np.searchsorted(d, end, side="right"))
     first = int(np.searchsorted(d, start, side="left"))
     if first >= last:
