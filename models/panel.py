@@ -100,5 +100,4 @@ def as_day(value: object) -> np.datetime64:
     >>> as_day("2008-09-15")
     np.datetime64('2008-09-15')
     """
-    day: np.datetime64 = np.asarray(value, dtype="datetime64[D]")[()]
-    return day
+    return np.datetime64(str(np.asarray(value, dtype="datetime64[D]")), "D")
