@@ -27,3 +27,11 @@ def test_ruff_format_is_clean():
         [*_ruff(), "format", "--check", "."], cwd=ROOT, capture_output=True, text=True
     )
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_mypy_on_the_engine():
+    exe = shutil.which("mypy", path=str(Path(sys.executable).parent)) or shutil.which("mypy")
+    if exe is None:
+        pytest.fail("mypy is not installed: pip install -e '.[dev]'")
+    out = subprocess.run([exe], cwd=ROOT, capture_output=True, text=True)  # files from pyproject
+    assert out.returncode == 0, out.stdout + out.stderr
