@@ -311,8 +311,12 @@ def attach_alerts(
     alert_settings: AlertSettings | None = None,
     engine: AlertEngine | None = None,
     sink: Any = None,
-) -> AlertsRuntime:
+) -> AlertsRuntime | None:
     """Add the ``alerts`` agent, its table and its delivery task to ``app``.
+
+    :func:`stream_app.app.create_app` calls it (through the re-export in
+    :mod:`stream_app.alerts_sink`), so every worker runs the alerts stage unless
+    ``RISKMON_ALERTS_ENABLED=false``.
 
     Parameters
     ----------
@@ -332,10 +336,17 @@ def attach_alerts(
 
     Returns
     -------
-    AlertsRuntime
-        Also stored as ``app.riskmon_alerts``.
+    AlertsRuntime or None
+        Also stored as ``app.riskmon_alerts``; a second call returns the runtime
+        already attached. None when ``alert_settings.enabled`` is false.
     """
+    existing = getattr(app, "riskmon_alerts", None)
+    if existing is not None:
+        return existing
     conf = alert_settings if alert_settings is not None else AlertSettings()
+    if not conf.enabled:
+        log.info("alerts stage disabled (RISKMON_ALERTS_ENABLED=false)")
+        return None
     rt = AlertsRuntime(app, settings, conf, registry, engine=engine, sink=sink)
 
     @app.agent(rt.topic, name="alerts", concurrency=1)

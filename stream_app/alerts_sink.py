@@ -43,6 +43,7 @@ __all__ = [
     "DrainResult",
     "Outbox",
     "RedisAlertSink",
+    "attach_alerts",
     "channel_name",
     "dedup_key",
     "make_redis",
@@ -602,3 +603,11 @@ def _alert(fields: Any) -> Alert:
         return Alert.from_fields(fields)
     except Exception:  # a foreign entry in our stream: show what it has
         return Alert("?", "?", "info", "?", "?", "", None, None, 0, "", message=repr(fields)[:200])
+
+
+def attach_alerts(app: Any, settings: Any, registry: Any, **kwargs: Any) -> Any:
+    """Add the alerts agent to a Faust app: see :func:`stream_app.alerts_agent.attach_alerts`
+    (re-exported here, where ``stream_app.app.create_app`` looks for it)."""
+    from stream_app.alerts_agent import attach_alerts as _attach
+
+    return _attach(app, settings, registry, **kwargs)

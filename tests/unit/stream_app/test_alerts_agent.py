@@ -36,10 +36,18 @@ class FakeSink:
         return "1-0"
 
 
+@pytest.fixture(autouse=True)
+def _no_auto_attach(monkeypatch):
+    """create_app attaches the alerts stage itself; these tests attach their own."""
+    monkeypatch.setenv("RISKMON_ALERTS_ENABLED", "false")
+
+
 def make(sink, redis_url="redis://127.0.0.1:1/0", **alert_kw):
     registry = CollectorRegistry()
     settings = Settings(kafka_bootstrap="127.0.0.1:1", redis_url=redis_url, topic_risk="t-risk")
     app = create_app(settings, registry=registry)
+    assert getattr(app, "riskmon_alerts", None) is None
+    alert_kw.setdefault("enabled", True)
     rt = attach_alerts(app, settings, registry, alert_settings=AlertSettings(**alert_kw), sink=sink)
     app.finalize()
     app.flow_control.resume()
@@ -89,8 +97,12 @@ def sample(registry, name, **labels):
     return 0.0 if value is None else value
 
 
-def test_wiring():
-    app, rt, _, _ = make(FakeSink())
+def test_wiring(monkeypatch):
+    app, rt, registry, _ = make(FakeSink())
+    assert attach_alerts(app, rt.settings, registry) is rt  # attached once
+    monkeypatch.delenv("RISKMON_ALERTS_ENABLED")
+    auto = create_app(Settings(kafka_bootstrap="127.0.0.1:1"), registry=CollectorRegistry())
+    assert auto.riskmon_alerts is not None and not auto.riskmon_alerts.redis_enabled
     assert rt.topic.get_topic_name() == "t-risk"
     assert rt.table.name == ALERTS_TABLE and rt.table.use_partitioner
     assert rt.table.key_serializer == "raw" and rt.table.changelog_topic.key_serializer == "raw"
