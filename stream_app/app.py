@@ -403,6 +403,11 @@ class IngestRuntime:
             )
 
 
+def _live_marks(st: PortfolioRunState) -> tuple[Any, ...]:
+    """What of a :class:`~stream_app.risk.LiveState` must survive a crash."""
+    return (st.open_day, len(st.pending), st.seq, st.last_intraday_ts, st.n_late)
+
+
 SnapshotListener = Callable[[list[RiskSnapshot]], Awaitable[None]]
 
 
@@ -523,6 +528,7 @@ class RiskRuntime:
             if fresh or st.live is None:
                 st.attach_live(lives.get(label))  # restored from the changelogs
             late, closed = st.n_late, st.last_closed_day
+            marks = _live_marks(st)
             if self.executor is not None and self.processor.needs_models(bars):
                 outs = await loop.run_in_executor(self.executor, self._process, st, bars, wall)
             else:
@@ -535,8 +541,11 @@ class RiskRuntime:
                     lives.pop(run, None)
                     log.info("risk state of run %s evicted (over %d runs)", run, len(runs))
                 self.table[portfolio] = runs
-            lives[label] = st.live
-            self.live_table[portfolio] = lives
+            if fresh or _live_marks(st) != marks:
+                # the open day's bars, the snapshot counter or the throttle moved; last
+                # prices alone are not written (the next tick refreshes them)
+                lives[label] = st.live
+                self.live_table[portfolio] = lives
             outputs.extend(outs)
         if outputs:
             await self.publish(outputs)

@@ -574,11 +574,11 @@ class LiveState:
 
     Attributes
     ----------
-    open_day : int or None
-        Day index (days since 1970-01-01) being assembled.
-    pending : dict of int to tuple
-        Asset column -> ``(open, high, low, close, volume, ts_last)`` of its bar of
-        ``open_day``.
+    pending : dict of int to dict of int to tuple
+        Days not closed yet (day index, days since 1970-01-01) -> asset column ->
+        ``(open, high, low, close, volume, ts_last)`` of its bar of that day. Bars of
+        later days wait here while an earlier day is incomplete (partitions deliver
+        assets with some skew).
     last_price, last_ts : ndarray of shape (n_assets,)
         Latest price and its event time (ns, 0 = never) from bars and last prices.
     ts : int
@@ -594,8 +594,9 @@ class LiveState:
     """
 
     n_assets: int
-    open_day: int | None = None
-    pending: dict[int, tuple[float, float, float, float, float, int]] = field(default_factory=dict)
+    pending: dict[int, dict[int, tuple[float, float, float, float, float, int]]] = field(
+        default_factory=dict
+    )
     last_price: NDArray[np.float64] = field(default=None)  # type: ignore[assignment]
     last_ts: NDArray[np.int64] = field(default=None)  # type: ignore[assignment]
     ts: int = 0
@@ -603,6 +604,11 @@ class LiveState:
     last_intraday_ts: int | None = None
     n_late: int = 0
     touched_wall: float = 0.0
+
+    @property
+    def open_day(self) -> int | None:
+        """The earliest day not closed yet (``None``: nothing pending)."""
+        return min(self.pending) if self.pending else None
 
     def __post_init__(self) -> None:
         if self.last_price is None:
@@ -612,7 +618,6 @@ class LiveState:
 
 
 _LIVE_FIELDS = (
-    "open_day",
     "pending",
     "last_price",
     "last_ts",
@@ -628,7 +633,7 @@ _LIVE_FIELDS = (
 class PortfolioRunState:
     """Everything the risk stage keeps per (portfolio, run); plain picklable data.
 
-    The fields of :class:`LiveState` (``open_day``, ``pending``, ``last_price``,
+    The fields of :class:`LiveState` (``pending``, ``last_price``,
     ``last_ts``, ``ts``, ``seq``, ``last_intraday_ts``, ``n_late``, ``touched_wall``)
     are read and written through :attr:`live`; pickling leaves ``live`` out, so the
     worker stores it in a table of its own (see :meth:`attach_live`).
@@ -691,15 +696,21 @@ class PortfolioRunState:
         if live is None or live.n_assets != len(self.assets):
             live = LiveState(len(self.assets))
         closed = self.last_closed_day
-        if live.open_day is not None and closed is not None and live.open_day <= closed:
-            live.open_day = None
-            live.pending = {}
+        if closed is not None:
+            for day in [d for d in live.pending if d <= closed]:
+                del live.pending[day]
         live.seq = max(live.seq, self.seq_at_close)
         self.live = live
 
     @property
     def tracks(self) -> list[ModelTrack]:
         return [self.champion, *self.challengers]
+
+    @property
+    def open_day(self) -> int | None:
+        """The earliest day not closed yet."""
+        pending = self.pending
+        return min(pending) if pending else None
 
 
 def _live_property(name: str) -> property:
@@ -765,6 +776,12 @@ class RiskProcessor:
     ewma_lambda : float
         Decay of the EWMA covariance behind the average correlation and the
         fallback contributions.
+    max_skew_days, stall_s : int, float
+        A pending day that misses an asset closes without it (its close carried
+        forward) once ``max_skew_days`` later days have bars waiting and the asset sent
+        nothing for ``stall_s`` wall seconds. Partitions deliver assets with some skew
+        (a replay at full speed: many days); a lagging asset keeps arriving, a stopped
+        feed does not. The numbers never depend on the wall clock unless a feed stops.
     """
 
     def __init__(
@@ -778,6 +795,8 @@ class RiskProcessor:
         heatmap_dir: str | Path | None = None,
         heatmap_redis: bool = True,
         ewma_lambda: float = 0.94,
+        max_skew_days: int = 5,
+        stall_s: float = 60.0,
     ) -> None:
         self.portfolios: dict[str, PortfolioConfig] = {}
         for p in portfolios:
@@ -799,6 +818,14 @@ class RiskProcessor:
         self.heatmap_dir = Path(heatmap_dir) if heatmap_dir is not None else None
         self.heatmap_redis = bool(heatmap_redis)
         self.ewma_lambda = float(ewma_lambda)
+        if max_skew_days < 1:
+            raise ValueError(f"max_skew_days={max_skew_days} must be >= 1")
+        self.max_skew_days = int(max_skew_days)
+        self.stall_s = float(stall_s)
+        #: (portfolio, run, column) -> wall clock (monotonic) of its last bar here; not
+        #: state: after a restart every asset gets ``stall_s`` to show up again
+        self._arrival: dict[tuple[str, str, int], float] = {}
+        self._started = time.monotonic()
         self._col: dict[str, dict[str, int]] = {
             name: {a: i for i, a in enumerate(p.assets)} for name, p in self.portfolios.items()
         }
@@ -886,6 +913,7 @@ class RiskProcessor:
                 continue
             src_wall = bar.wall_ns or (wall_ns or 0)
             day = _day_index(bar.day)
+            self._arrival[(st.portfolio, st.run_id, j)] = time.monotonic()
             if bar.kind == "bar":
                 self._on_bar(st, j, day, bar, src_wall, out)
             elif bar.kind == "last":
@@ -896,18 +924,50 @@ class RiskProcessor:
     def _on_bar(
         self, st: PortfolioRunState, j: int, day: int, bar: Bar, src_wall: int, out: list[DayOutput]
     ) -> None:
-        late = st.last_closed_day is not None and day <= st.last_closed_day
-        if late or (st.open_day is not None and day < st.open_day):
+        if st.last_closed_day is not None and day <= st.last_closed_day:
             st.n_late += 1  # late or delivered twice: that day is already counted
             return
-        if st.open_day is not None and day > st.open_day:
-            self._close_day(st, src_wall, out)  # a later day's bar: the open day is over
-        if st.open_day is None:
-            st.open_day = day
-        st.pending[j] = (bar.open, bar.high, bar.low, bar.close, bar.volume, bar.ts_last)
+        st.pending.setdefault(day, {})[j] = (
+            bar.open,
+            bar.high,
+            bar.low,
+            bar.close,
+            bar.volume,
+            bar.ts_last,
+        )
         self._seen(st, j, bar.close, bar.ts_last)
-        if len(st.pending) == len(st.assets):
-            self._close_day(st, src_wall, out)
+        self._close_ready(st, src_wall, out)
+
+    def _close_ready(self, st: PortfolioRunState, src_wall: int, out: list[DayOutput]) -> None:
+        """Close pending days in order while the earliest one is complete: every asset
+        has its bar of that day, or has a bar of a later day (it did not trade that day:
+        its close carries forward), or ``max_skew_days`` later days have bars waiting and
+        the missing assets delivered nothing for ``stall_s`` wall seconds (their feed
+        stopped: event-time eviction of the open day)."""
+        n = len(st.assets)
+        while st.pending:
+            day = min(st.pending)
+            bars = st.pending[day]
+            if len(bars) < n:
+                passed = set(bars)
+                for d, b in st.pending.items():
+                    if d > day:
+                        passed.update(b)
+                missing = [j for j in range(n) if j not in passed]
+                if missing and not (
+                    len(st.pending) - 1 >= self.max_skew_days and self._stalled(st, missing)
+                ):
+                    return
+            self._close_day(st, day, st.pending.pop(day), src_wall, out)
+
+    def _stalled(self, st: PortfolioRunState, columns: Iterable[int]) -> bool:
+        """Whether these assets delivered nothing for ``stall_s`` wall seconds (a feed
+        that stopped, not a partition that lags: that one keeps delivering)."""
+        now = time.monotonic()
+        return all(
+            now - self._arrival.get((st.portfolio, st.run_id, j), self._started) >= self.stall_s
+            for j in columns
+        )
 
     def _on_last(
         self, st: PortfolioRunState, j: int, day: int, bar: Bar, src_wall: int, out: list[DayOutput]
@@ -916,8 +976,9 @@ class RiskProcessor:
             st.n_late += 1
             return
         self._seen(st, j, bar.close, bar.ts_last)
-        if self.intraday_ns is None or (st.open_day is not None and day > st.open_day):
-            return  # the previous day is still open: no base for today's P&L yet
+        open_day = st.open_day
+        if self.intraday_ns is None or (open_day is not None and day > open_day):
+            return  # an earlier day is still open: no base for today's P&L yet
         last = st.last_intraday_ts
         if last is not None and bar.ts_last - last < self.intraday_ns:
             return
@@ -982,23 +1043,27 @@ class RiskProcessor:
     def flush(self, st: PortfolioRunState, *, wall_ns: int = 0) -> list[DayOutput]:
         """Close the open day with what it has (end of a replay, or eviction)."""
         out: list[DayOutput] = []
-        if st.open_day is not None and st.pending:
-            self._close_day(st, wall_ns, out)
+        while st.pending:
+            day = min(st.pending)
+            self._close_day(st, day, st.pending.pop(day), wall_ns, out)
         return out
 
-    def _close_day(self, st: PortfolioRunState, src_wall: int, out: list[DayOutput]) -> None:
-        day = st.open_day
-        assert day is not None
+    def _close_day(
+        self,
+        st: PortfolioRunState,
+        day: int,
+        bars: dict[int, tuple[float, float, float, float, float, int]],
+        src_wall: int,
+        out: list[DayOutput],
+    ) -> None:
         n = len(st.assets)
         o = st.prev_close.copy()
         h, lo, c = o.copy(), o.copy(), o.copy()
         v = np.zeros(n)
-        for j, (bo, bh, bl, bc, bv, _ts) in st.pending.items():
+        for j, (bo, bh, bl, bc, bv, _ts) in bars.items():
             o[j], h[j], lo[j], c[j], v[j] = bo, bh, bl, bc, bv
             st.last_day[j] = day
         prev = st.prev_close
-        st.pending = {}
-        st.open_day = None
         st.last_closed_day = day
         st.last_intraday_ts = None
         complete = bool(np.all(np.isfinite(c)))

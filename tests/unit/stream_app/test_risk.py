@@ -96,7 +96,7 @@ def test_a_day_closes_when_every_asset_has_its_bar(panel):
     st = proc.new_state("book", "r1")
     assert proc.process(st, day_bars(panel, 0)) == []  # the base day: no return yet
     assert proc.process(st, day_bars(panel, 1, assets=("SPY", "TLT"))) == []
-    assert st.open_day is not None and len(st.pending) == 2
+    assert st.open_day is not None and len(st.pending[st.open_day]) == 2
     (out,) = proc.process(st, day_bars(panel, 1, assets=("GLD",)))
     snap = out.snapshot
     assert snap.kind == "daily" and snap.day == str(panel.dates[1])
@@ -105,18 +105,64 @@ def test_a_day_closes_when_every_asset_has_its_bar(panel):
     assert snap.prev_var is None and snap.exception is None  # no forecast yet
 
 
-def test_a_later_days_bar_closes_the_open_day_carrying_missing_closes(panel):
+def test_an_asset_without_a_bar_of_the_day_carries_its_close(panel):
     proc = make()
     st = proc.new_state("book", "r1")
     proc.process(st, day_bars(panel, 0))
-    proc.process(st, day_bars(panel, 1, assets=("SPY", "TLT")))  # GLD never comes
-    (out,) = proc.process(st, day_bars(panel, 2, assets=("SPY",)))
-    assert out.snapshot.day == str(panel.dates[1])
+    proc.process(st, day_bars(panel, 1, assets=("SPY", "TLT")))  # GLD has no bar of day 1
+    # SPY runs ahead (another partition): day 1 waits for GLD
+    assert proc.process(st, day_bars(panel, 2, assets=("SPY",))) == []
+    assert len(st.pending) == 2 and min(st.pending) == st.open_day
+    outs = proc.process(st, day_bars(panel, 2, assets=("TLT", "GLD")))  # GLD passed day 1
+    assert [o.snapshot.day for o in outs] == [str(panel.dates[1]), str(panel.dates[2])]
     x = np.log(panel.close[1]) - np.log(panel.close[0])
     x[2] = 0.0  # GLD carried forward
-    assert out.snapshot.realized_return == pytest.approx(float(np.expm1(x) @ np.array(W)))
-    assert out.snapshot.assets["GLD"].last_day == str(panel.dates[0])
-    assert st.open_day is not None and list(st.pending) == [0]
+    assert outs[0].snapshot.realized_return == pytest.approx(float(np.expm1(x) @ np.array(W)))
+    assert outs[0].snapshot.assets["GLD"].last_day == str(panel.dates[0])
+    assert st.pending == {}
+
+
+def test_a_lagging_asset_is_waited_for_a_stalled_one_is_not(panel):
+    proc = make(max_skew_days=2)  # GLD delivered just now: it lags, it is not stalled
+    st = proc.new_state("book", "r1")
+    proc.process(st, day_bars(panel, 0))
+    proc.process(st, day_bars(panel, 1, assets=("SPY", "TLT")))
+    for i in range(2, 9):
+        assert proc.process(st, day_bars(panel, i, assets=("SPY", "TLT"))) == []
+    proc.stall_s = 0.0  # now GLD's feed counts as stopped
+    outs = proc.process(st, day_bars(panel, 9, assets=("SPY", "TLT")))
+    assert [o.snapshot.day for o in outs][:1] == [str(panel.dates[1])]
+    assert len(st.pending) <= 2
+
+
+def test_a_stalled_asset_closes_the_day_after_max_skew_days(panel):
+    proc = make(max_skew_days=5, stall_s=0.0)
+    st = proc.new_state("book", "r1")
+    proc.process(st, day_bars(panel, 0))
+    proc.process(st, day_bars(panel, 1, assets=("SPY", "TLT")))
+    outs = []
+    for i in range(2, 9):  # GLD's feed stopped
+        outs += proc.process(st, day_bars(panel, i, assets=("SPY", "TLT")))
+        if outs:
+            break
+    assert outs and outs[0].snapshot.day == str(panel.dates[1]) and i == 6
+    assert len(st.pending) <= 5  # bounded in event time
+
+
+def test_bars_of_later_days_wait_for_a_lagging_partition(panel):
+    proc = make()
+    st = proc.new_state("book", "r1")
+    outs = []
+    # SPY and GLD (one partition) run three days ahead of TLT (another)
+    for i in range(6):
+        outs += proc.process(st, day_bars(panel, i, assets=("SPY", "GLD")))
+        if i >= 3:
+            outs += proc.process(st, day_bars(panel, i - 3, assets=("TLT",)))
+    for i in range(3, 6):
+        outs += proc.process(st, day_bars(panel, i, assets=("TLT",)))
+    x = np.diff(np.log(panel.close[:6]), axis=0)
+    got = [o.snapshot.realized_return for o in outs]
+    np.testing.assert_allclose(got, np.expm1(x) @ np.array(W), rtol=0, atol=1e-15)
 
 
 def test_late_and_repeated_bars_are_ignored(panel):
@@ -255,7 +301,7 @@ def test_state_codec_round_trip_continues_identically(panel):
     copy = loads_state(dumps_state(st))
     assert copy.live is None  # stored apart (the worker's second table)
     copy.attach_live(loads_state(dumps_state(st.live)))
-    assert copy.pending.keys() == {0}
+    assert list(copy.pending.values()) == [{0: st.pending[st.open_day][0]}]
     a = [o.snapshot.var for i in range(50, 70) for o in proc.process(st, day_bars(panel, i))]
     b = [o.snapshot.var for i in range(50, 70) for o in proc.process(copy, day_bars(panel, i))]
     assert a == b and len(a) == 20

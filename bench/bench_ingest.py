@@ -1,0 +1,168 @@
+"""Sustained ingest throughput (ticks/s) of one worker on the embedded broker.
+
+Fills topic ``ticks`` first (a synthetic panel as intraday ticks, bundled ``--bundle``
+ticks per message), then starts one worker (``python -m stream_app.app``) and times how
+fast ``riskmon_ticks_in_total`` grows from its first tick to the last (validation, bar
+state, changelog, bars out). Baselines measured in the same run: the same messages
+through :class:`~stream_app.ingest.IngestProcessor` in this process (no broker, no
+Faust: the pure compute ceiling) and a bare aiokafka consumer draining the topic (the
+broker's delivery ceiling). Target: >= 20,000 ticks/s.
+
+    python bench/bench_ingest.py [--days 20] [--assets 10] [--ticks-per-day 390] [--bundle 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from producers.kafka_out import TickPublisher, ensure_topics, replay_panel
+from producers.synthetic import synthetic_panel
+from stream_app.embedded import EmbeddedKafka, find_free_port
+from stream_app.ingest import IngestProcessor
+
+
+def metric(port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    total = 0.0
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name == name:
+                total += s.value
+    return total
+
+
+async def drain(bootstrap: str, n_messages: int) -> float:
+    """Seconds a bare aiokafka consumer takes to read ``n_messages`` of topic ticks."""
+    from aiokafka import AIOKafkaConsumer
+
+    c = AIOKafkaConsumer(
+        "ticks",
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        group_id=None,
+        fetch_max_wait_ms=10,
+    )
+    await c.start()
+    got, t0 = 0, time.monotonic()
+    try:
+        while got < n_messages:
+            batch = await c.getmany(timeout_ms=1000, max_records=5000)
+            got += sum(len(v) for v in batch.values())
+    finally:
+        await c.stop()
+    return time.monotonic() - t0
+
+
+def in_process(bootstrap: str, n_messages: int) -> tuple[int, float]:
+    """Read the messages once, then time IngestProcessor on them (no Faust)."""
+    from kafka import KafkaConsumer
+
+    c = KafkaConsumer(
+        "ticks", bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+        consumer_timeout_ms=3000, max_partition_fetch_bytes=16 * 2**20,
+    )  # fmt: skip
+    msgs = [(m.key, m.value, m.partition, m.offset) for m in c]
+    c.close()
+    proc = IngestProcessor(last_price_interval_s=900)
+    store: dict = {}
+    t0 = time.perf_counter()
+    for k in range(0, len(msgs), 2000):
+        res = proc.process(msgs[k : k + 2000], store)
+        for bar in res.bars + res.lasts:
+            bar.encode()
+    dt = time.perf_counter() - t0
+    return sum(1 for _ in msgs), dt
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--days", type=int, default=20)
+    ap.add_argument("--assets", type=int, default=10)
+    ap.add_argument("--ticks-per-day", type=int, default=390)
+    ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--bundle", type=int, default=10, help="ticks per message (1 = none)")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="riskmon-bench-ingest-"))
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    with EmbeddedKafka(log_dir=tmp) as kafka:
+        ensure_topics(kafka.bootstrap, ["ticks", "ticks.dlq", "bars", "risk"], args.partitions)
+        panel = synthetic_panel(args.days, [f"A{i}" for i in range(args.assets)], seed=42)
+        with TickPublisher(kafka.bootstrap, run_id="bench", linger_ms=20) as pub:
+            stats = replay_panel(
+                panel, run_id="bench", ticks_per_day=args.ticks_per_day, bundle=args.bundle,
+                publisher=pub,
+            )  # fmt: skip
+        n = stats.ticks + stats.eod_markers
+        n_msgs = pub.sent
+        print(
+            f"topic filled: {n:,} ticks in {n_msgs:,} messages (bundle {args.bundle}) in "
+            f"{stats.elapsed_s:.1f} s"
+        )
+        port = find_free_port()
+        env = dict(
+            os.environ,
+            RISKMON_KAFKA_BOOTSTRAP=kafka.bootstrap,
+            RISKMON_METRICS_PORT=str(port),
+            RISKMON_PARTITIONS=str(args.partitions),
+            RISKMON_DATA_DIR=str(tmp / "faust"),
+            RISKMON_APP_ID="riskmon-bench-ingest",
+        )
+        with open(tmp / "worker.log", "wb") as log:
+            w = subprocess.Popen(
+                [sys.executable, "-m", "stream_app.app"], env=env, stdout=log,
+                stderr=subprocess.STDOUT, cwd=tmp,
+            )  # fmt: skip
+        try:
+            t_first = n_first = None
+            got = 0.0
+            now = t0 = time.monotonic()
+            while time.monotonic() - t0 < 600:
+                time.sleep(0.05)
+                try:
+                    got = metric(port, "riskmon_ticks_in_total")
+                except OSError:
+                    continue
+                now = time.monotonic()
+                if got > 0 and t_first is None:
+                    t_first, n_first = now, got
+                if got >= n:
+                    break
+            rate = (got - n_first) / (now - t_first) if t_first and now > t_first else 0.0
+            batches = metric(port, "riskmon_ingest_batch_seconds_count")
+            busy = metric(port, "riskmon_ingest_batch_seconds_sum")
+            print(
+                f"worker: {got - (n_first or 0):,.0f} ticks in {now - (t_first or now):.2f} s = "
+                f"{rate:,.0f} ticks/s ({'OK' if rate >= 20_000 else 'under'} the 20,000 target; "
+                f"one worker, {args.partitions} partitions); {batches:.0f} batches, "
+                f"{busy:.1f} s inside them"
+            )
+        finally:
+            w.terminate()
+            w.wait(30)
+        n_proc, dt_proc = in_process(kafka.bootstrap, n_msgs)
+        print(
+            f"baseline, IngestProcessor in-process on the same {n_proc:,} messages: "
+            f"{n / dt_proc:,.0f} ticks/s -> the worker reaches {rate / (n / dt_proc):.0%} of it"
+        )
+        dt_drain = asyncio.run(drain(kafka.bootstrap, n_msgs))
+        print(
+            f"baseline, bare aiokafka consumer: {n_msgs / dt_drain:,.0f} messages/s = "
+            f"{n / dt_drain:,.0f} ticks/s"
+        )
+
+
+if __name__ == "__main__":
+    main()
