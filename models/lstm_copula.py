@@ -15,7 +15,15 @@ Each day (:meth:`LstmCopula.update`):
 3. the LSTM reads the last ``window`` returns (a ring buffer) and predicts
    tomorrow's marginal laws, split Student-t:
    ``r_{t+1,i} = loc_i + s_i T_{nu_i}`` with ``s_i`` = ``s_left_i`` for
-   ``T < 0`` and ``s_right_i`` for ``T >= 0``.
+   ``T < 0`` and ``s_right_i`` for ``T >= 0``;
+4. optionally (``scale_half_life``), both scales are multiplied by a causal
+   online correction :class:`PitScaleCorrection`: the square root of an EWMA
+   of the squared normal scores ``Phi^{-1}(u)`` of the network's own recent
+   PITs (1 when the network is calibrated; above 1 when recent returns were
+   larger than it predicted, e.g. after a volatility jump the 11-day EWMA
+   input scale has not caught up with yet). It is computed from the
+   *uncorrected* PITs, so it is an estimate of the current ratio of realised
+   to predicted scale, not a feedback loop on itself.
 
 :meth:`LstmCopula.predict` draws ``n_scenarios`` seeded joint scenarios: copula
 t-scores ``x = Z L' / sqrt(W / nu_c)`` (antithetic pairs ``+-x``), mapped to
@@ -36,7 +44,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -169,6 +177,70 @@ def tail_var_es(
     return var_es_from_samples(x, levels, weights=p)
 
 
+@dataclass
+class PitScaleCorrection:
+    """Causal scale correction of ``n`` marginals from their recent PITs: O(1) per day.
+
+    With ``z_t = Phi^{-1}(u_t)`` the normal score of day ``t``'s PIT under the
+    network's (uncorrected) law, ``v_t = lam v_{t-1} + (1 - lam) z_t^2``
+    (``lam = 2 ** (-1 / half_life)``, ``v_0 = 1``) per asset, shrunk towards
+    the cross-asset mean ``vbar = (1 - pooling) v + pooling mean(v)``; the
+    multiplier of both scales is ``clip(sqrt(vbar), *bounds)``. Under a
+    calibrated model ``E[z^2] = 1``, so the multiplier hovers around 1.
+
+    Parameters
+    ----------
+    n_assets : int
+    half_life : float
+        Half-life in days of the EWMA, > 0.
+    bounds : tuple of float
+        ``(lower, upper)`` bounds of the multiplier, ``0 < lower <= 1 <= upper``.
+    pooling : float
+        Weight of the cross-asset mean in ``[0, 1]``.
+    u_clip : float
+        PITs are clipped to ``[u_clip, 1 - u_clip]`` (caps ``z^2``), in ``(0, 0.5)``.
+
+    Examples
+    --------
+    >>> c = PitScaleCorrection(2, half_life=1.0, pooling=0.0)
+    >>> c.update(np.array([0.5, special.ndtr(-3.0)]))
+    >>> np.round(c.multiplier, 6).tolist()  # v = (0.5, 0.5 + 0.5 * 9)
+    [0.707107, 2.236068]
+    """
+
+    n_assets: int
+    half_life: float = 10.0
+    bounds: tuple[float, float] = (0.5, 3.0)
+    pooling: float = 0.5
+    u_clip: float = 1e-6
+    v: NDArray[np.float64] = field(init=False)
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.half_life) and self.half_life > 0):
+            raise ValueError(f"half_life must be a finite number > 0, got {self.half_life}")
+        lo, hi = (float(b) for b in self.bounds)
+        if not 0.0 < lo <= 1.0 <= hi < math.inf:
+            raise ValueError(f"bounds must satisfy 0 < lower <= 1 <= upper, got {self.bounds}")
+        self.bounds = (lo, hi)
+        if not 0.0 <= self.pooling <= 1.0:
+            raise ValueError(f"pooling must lie in [0, 1], got {self.pooling}")
+        if not 0.0 < self.u_clip < 0.5:
+            raise ValueError(f"u_clip must lie in (0, 0.5), got {self.u_clip}")
+        self.v = np.ones(int(self.n_assets))
+
+    def update(self, u: NDArray[np.float64]) -> None:
+        """Absorb one day of uncorrected PITs, shape (n_assets,)."""
+        z = special.ndtri(np.clip(u, self.u_clip, 1.0 - self.u_clip))
+        lam = 0.5 ** (1.0 / self.half_life)
+        self.v = lam * self.v + (1.0 - lam) * z * z
+
+    @property
+    def multiplier(self) -> NDArray[np.float64]:
+        """Scale multipliers of tomorrow's marginals, shape (n_assets,)."""
+        v = (1.0 - self.pooling) * self.v + self.pooling * float(self.v.mean())
+        return np.clip(np.sqrt(v), *self.bounds)
+
+
 class LstmCopula(VaRModel):
     """LSTM Student-t marginals + dynamic Student-t copula, Monte Carlo VaR/ES.
 
@@ -196,11 +268,23 @@ class LstmCopula(VaRModel):
         Antithetic pairs ``+-x`` of copula scores (halves the table look-ups).
     nu_bounds : tuple of float
         Search interval of the copula degrees of freedom.
+    scale_half_life : float or None
+        Half-life in days of the online PIT scale correction
+        (:class:`PitScaleCorrection`); None switches it off.
+    scale_bounds : tuple of float
+        Bounds of the correction's multiplier.
+    scale_pooling : float
+        Weight in ``[0, 1]`` of the cross-asset mean in the correction.
 
     Attributes
     ----------
     law_ : tuple of ndarray or None
-        ``(loc, s_left, s_right, nu)`` of tomorrow's marginals (log-return units).
+        ``(loc, s_left, s_right, nu)`` of tomorrow's marginals (log-return units),
+        scales corrected.
+    net_law_ : tuple of ndarray or None
+        The same, as the network predicted it (uncorrected).
+    scale_ : PitScaleCorrection or None
+        The online scale correction (None when off).
     nu_copula_ : float
         Copula degrees of freedom (nan before the first fit).
     corr_ : ndarray of shape (n_assets, n_assets) or None
@@ -234,6 +318,9 @@ class LstmCopula(VaRModel):
         corr_half_life: float = 60.0,
         antithetic: bool = True,
         nu_bounds: tuple[float, float] = (2.05, 100.0),
+        scale_half_life: float | None = 10.0,
+        scale_bounds: tuple[float, float] = (0.5, 3.0),
+        scale_pooling: float = 0.5,
     ) -> None:
         if not isinstance(artifact, LstmArtifact):
             raise TypeError(f"artifact must be an LstmArtifact, got {type(artifact).__name__}")
@@ -262,6 +349,10 @@ class LstmCopula(VaRModel):
         self.antithetic = bool(antithetic)
         self.nu_bounds = (float(nu_bounds[0]), float(nu_bounds[1]))
         StudentTCopula(self.nu_bounds)  # validates the bounds
+        self.scale_half_life = None if scale_half_life is None else float(scale_half_life)
+        self.scale_bounds = (float(scale_bounds[0]), float(scale_bounds[1]))
+        self.scale_pooling = float(scale_pooling)
+        self._new_scale_correction(1)  # validates the settings
         self._net: NumpyMarginals = artifact.marginals()
         self._table: QuantileTable | None = None
         self.reset()
@@ -273,6 +364,8 @@ class LstmCopula(VaRModel):
         d = self.n_assets
         self.marginal_state_ = MarginalState(self.artifact.config, d)
         self.law_: tuple[NDArray[np.float64], ...] | None = None
+        self.net_law_: tuple[NDArray[np.float64], ...] | None = None
+        self.scale_ = self._new_scale_correction(d)
         self.u_ring_ = np.zeros((self.copula_window, d))
         self.n_pit_ = 0
         self.ewma_: EwmaCopulaCorrelation | None = None
@@ -283,10 +376,26 @@ class LstmCopula(VaRModel):
         self.n_repairs_ = 0
         self._table = None
 
+    def _new_scale_correction(self, n_assets: int) -> PitScaleCorrection | None:
+        if self.scale_half_life is None:
+            return None
+        return PitScaleCorrection(
+            n_assets, self.scale_half_life, self.scale_bounds, self.scale_pooling
+        )
+
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_table"] = None  # a cache, rebuilt from nu_copula_ on demand
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # states pickled before the scale correction existed resume without it
+        state.setdefault("scale_half_life", None)
+        state.setdefault("scale_bounds", (0.5, 3.0))
+        state.setdefault("scale_pooling", 0.5)
+        state.setdefault("scale_", None)
+        state.setdefault("net_law_", state.get("law_"))
+        self.__dict__.update(state)
 
     # -- update -----------------------------------------------------------------------------
 
@@ -295,11 +404,15 @@ class LstmCopula(VaRModel):
             loc, s_left, s_right, nu = self.law_
             u = split_t_cdf(x, loc, s_left, s_right, nu)
             self._absorb_pit(u)
+            if self.scale_ is not None and self.net_law_ is not None:
+                self.scale_.update(split_t_cdf(x, *self.net_law_))
         self.marginal_state_.update(x)
         if self.marginal_state_.ready:
             seq, static_raw, sigma = self.marginal_state_.features()
             mu, s_left, s_right, nu = self._net.predict(seq, static_raw)
-            self.law_ = (sigma * mu, sigma * s_left, sigma * s_right, nu)
+            self.net_law_ = (sigma * mu, sigma * s_left, sigma * s_right, nu)
+            m = 1.0 if self.scale_ is None else self.scale_.multiplier
+            self.law_ = (sigma * mu, m * sigma * s_left, m * sigma * s_right, nu)
 
     def _absorb_pit(self, u: NDArray[np.float64]) -> None:
         self.u_ring_[self.n_pit_ % self.copula_window] = u

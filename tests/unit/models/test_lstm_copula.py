@@ -11,7 +11,7 @@ from scipy import special, stats
 
 from models.base import LEVELS
 from models.exceptions import NotEnoughObservations
-from models.lstm_copula import LstmCopula, QuantileTable, tail_var_es
+from models.lstm_copula import LstmCopula, PitScaleCorrection, QuantileTable, tail_var_es
 from models.lstm_marginals import LstmArtifact, LstmMarginals, MarginalConfig, split_t_cdf
 from models.measures import var_es_from_samples
 
@@ -170,3 +170,102 @@ def test_tail_var_es_equals_full_computation(rng) -> None:
         a, b = tail_var_es(x, LEVELS), var_es_from_samples(x, LEVELS)
         np.testing.assert_array_equal(a[0], b[0])
         np.testing.assert_allclose(a[1], b[1], rtol=1e-12)
+
+
+# -- online PIT scale correction ---------------------------------------------------------------
+
+
+def test_scale_correction_equals_batch_ewma_of_normal_scores(rng) -> None:
+    """Oracle: v_T = lam^T + (1 - lam) sum_t lam^(T - t) z_t^2, pooled, sqrt, clipped."""
+    n, d, hl = 60, 3, 7.0
+    u = rng.uniform(size=(n, d))
+    u[5, 1] = 0.0  # clipped to u_clip
+    c = PitScaleCorrection(d, half_life=hl, bounds=(0.6, 1.8), pooling=0.25)
+    for row in u:
+        c.update(row)
+    lam = 0.5 ** (1 / hl)
+    z = stats.norm.ppf(np.clip(u, 1e-6, 1 - 1e-6))
+    wts = (1 - lam) * lam ** np.arange(n - 1, -1, -1)
+    v = lam**n + wts @ (z * z)
+    np.testing.assert_allclose(c.v, v, rtol=1e-12)
+    pooled = 0.75 * v + 0.25 * v.mean()
+    np.testing.assert_allclose(c.multiplier, np.clip(np.sqrt(pooled), 0.6, 1.8), rtol=1e-12)
+
+
+def test_scale_correction_near_one_when_calibrated_and_tracks_a_scale_jump(rng) -> None:
+    c = PitScaleCorrection(4, half_life=10.0)
+    mult = []
+    for _ in range(4000):  # calibrated: PITs of the true law are uniform
+        c.update(rng.uniform(size=4))
+        mult.append(c.multiplier.copy())
+    assert np.mean(mult) == pytest.approx(1.0, abs=0.03)
+    for _ in range(60):  # returns now twice as large as predicted (normal model)
+        c.update(stats.norm.cdf(2.0 * rng.standard_normal(4)))
+    np.testing.assert_allclose(c.multiplier, 2.0, rtol=0.3)
+
+
+def test_scale_correction_validation() -> None:
+    with pytest.raises(ValueError, match=r"half_life must be a finite number > 0, got 0\.0"):
+        PitScaleCorrection(2, half_life=0.0)
+    with pytest.raises(ValueError, match="bounds must satisfy"):
+        PitScaleCorrection(2, bounds=(1.2, 3.0))
+    with pytest.raises(ValueError, match="pooling must lie in"):
+        PitScaleCorrection(2, pooling=1.5)
+    with pytest.raises(ValueError, match="bounds must satisfy"):
+        LstmCopula(np.ones(2) / 2, tiny_artifact(), scale_bounds=(0.0, 2.0))
+
+
+def test_corrected_law_is_network_law_times_multiplier(rng, artifact) -> None:
+    x = returns(rng, 60, 3)
+    w = np.full(3, 1 / 3)
+    on = LstmCopula(w, artifact, **KW).fit(x)
+    off = LstmCopula(w, artifact, scale_half_life=None, **KW).fit(x)
+    assert off.scale_ is None
+    for a, b in zip(off.law_, off.net_law_, strict=True):
+        np.testing.assert_array_equal(a, b)
+    # the network's law does not depend on the correction
+    for a, b in zip(on.net_law_, off.net_law_, strict=True):
+        np.testing.assert_array_equal(a, b)
+    m = on.scale_.multiplier
+    assert not np.allclose(m, 1.0)
+    loc, s_left, s_right, nu = on.marginal_law()
+    np.testing.assert_array_equal(loc, off.law_[0])
+    np.testing.assert_array_equal(nu, off.law_[3])
+    np.testing.assert_allclose(s_left, m * off.law_[1], rtol=1e-14)
+    np.testing.assert_allclose(s_right, m * off.law_[2], rtol=1e-14)
+    # the correction is fed the network's own PITs, one vector per marginal forecast
+    c = PitScaleCorrection(3, half_life=10.0)
+    probe = LstmCopula(w, artifact, scale_half_life=None, **KW)
+    for row in x:
+        if probe.law_ is not None:
+            c.update(split_t_cdf(row, *probe.law_))
+        probe.update(row)
+    np.testing.assert_allclose(on.scale_.v, c.v, rtol=1e-12)
+
+
+def test_larger_scales_give_larger_var_after_a_shock(rng, artifact) -> None:
+    x = returns(rng, 70, 3)
+    x[-2:] *= 30.0  # a jump far beyond anything the network predicts
+    w = np.full(3, 1 / 3)
+    on = LstmCopula(w, artifact, **KW).fit(x)
+    off = LstmCopula(w, artifact, scale_half_life=None, **KW).fit(x)
+    assert np.all(on.scale_.multiplier > 1.1)
+    assert np.all(on.predict().var > off.predict().var)
+
+
+def test_state_pickled_before_the_correction_resumes_without_it(rng, artifact) -> None:
+    x = returns(rng, 80, 3)
+    w = np.full(3, 1 / 3)
+    old = LstmCopula(w, artifact, scale_half_life=None, **KW)
+    for row in x[:50]:
+        old.update(row)
+    state = old.__getstate__()
+    for key in ("scale_half_life", "scale_bounds", "scale_pooling", "scale_", "net_law_"):
+        del state[key]  # what an older version pickled
+    resumed = LstmCopula.__new__(LstmCopula)
+    resumed.__setstate__(pickle.loads(pickle.dumps(state)))
+    assert resumed.scale_ is None
+    for row in x[50:]:
+        old.update(row)
+        resumed.update(row)
+    np.testing.assert_array_equal(resumed.predict().var, old.predict().var)
