@@ -487,6 +487,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--warm-epochs", type=int, default=8, help="walk-forward: epochs when warm")
     ap.add_argument("--stride", type=int, default=1, help="keep every n-th day of train windows")
     ap.add_argument("--scenarios", type=int, default=20_000)
+    ap.add_argument(
+        "--scale-half-life",
+        type=float,
+        default=10.0,
+        help="walk-forward: half-life in days of lstm_copula's online PIT scale correction "
+        "(0: off, the network's scales as they are)",
+    )
     ap.add_argument("--save-forecasts", default=None, help="walk-forward: write an .npz here")
     args = ap.parse_args(argv)
     panel = load_history(args.data)
@@ -533,7 +540,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "warm_start": args.warm_start,
             "warm_start_epochs": args.warm_epochs,
         },
-        model_kwargs={"n_scenarios": args.scenarios, "seed": args.seed},
+        model_kwargs={
+            "n_scenarios": args.scenarios,
+            "seed": args.seed,
+            "scale_half_life": args.scale_half_life if args.scale_half_life > 0 else None,
+        },
         on_year=on_year,
     )
     if args.save_forecasts:

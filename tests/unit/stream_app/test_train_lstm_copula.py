@@ -184,3 +184,24 @@ def test_walk_forward_yearly_trains_before_each_year(rng) -> None:
     assert res.dates.max() <= np.datetime64("2003-12-31")
     assert res.var.shape == (res.dates.size, 3)
     assert res.n_forecasts == res.dates.size  # warmed up before each year
+
+
+@pytest.mark.parametrize(("flag", "expected"), [([], 10.0), (["--scale-half-life", "0"], None)])
+def test_cli_walk_forward_passes_the_scale_correction(monkeypatch, panel, flag, expected) -> None:
+    import producers.history
+
+    seen: dict = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_walk_forward_yearly(panel, weights, years, train_kwargs, *, model_kwargs, on_year):
+        seen.update(model_kwargs=model_kwargs, years=years)
+        raise Stop
+
+    monkeypatch.setattr(producers.history, "load_history", lambda data=None: panel)
+    monkeypatch.setattr(tlc, "walk_forward_yearly", fake_walk_forward_yearly)
+    with pytest.raises(Stop):
+        tlc.main(["--walk-forward", "2001", "--scenarios", "500", *flag])
+    assert seen["years"] == [2001]
+    assert seen["model_kwargs"] == {"n_scenarios": 500, "seed": 0, "scale_half_life": expected}
