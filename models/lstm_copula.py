@@ -23,7 +23,8 @@ Each day (:meth:`LstmCopula.update`):
    larger than it predicted, e.g. after a volatility jump the 11-day EWMA
    input scale has not caught up with yet). It is computed from the
    *uncorrected* PITs, so it is an estimate of the current ratio of realised
-   to predicted scale, not a feedback loop on itself.
+   to predicted scale, not a feedback loop on itself; by default it only
+   widens (multiplier >= 1).
 
 :meth:`LstmCopula.predict` draws ``n_scenarios`` seeded joint scenarios: copula
 t-scores ``x = Z L' / sqrt(W / nu_c)`` (antithetic pairs ``+-x``), mapped to
@@ -195,6 +196,13 @@ class PitScaleCorrection:
         Half-life in days of the EWMA, > 0.
     bounds : tuple of float
         ``(lower, upper)`` bounds of the multiplier, ``0 < lower <= 1 <= upper``.
+        The default lower bound 1 makes the correction one-sided: it widens
+        the network's laws after surprises but never narrows them. In calm
+        years the network's laws tend to be a little wide in the body
+        (``E[z^2] < 1``) while their far tails are not, so a two-sided
+        correction thins the tails that matter (walk-forward 2009-2013 on the
+        10-asset panel: 97.5 % exceptions 36 without correction, 43 with
+        bounds (0.5, 3), 33 with (1, 3); 31.5 expected).
     pooling : float
         Weight of the cross-asset mean in ``[0, 1]``.
     u_clip : float
@@ -202,7 +210,7 @@ class PitScaleCorrection:
 
     Examples
     --------
-    >>> c = PitScaleCorrection(2, half_life=1.0, pooling=0.0)
+    >>> c = PitScaleCorrection(2, half_life=1.0, bounds=(0.5, 3.0), pooling=0.0)
     >>> c.update(np.array([0.5, special.ndtr(-3.0)]))
     >>> np.round(c.multiplier, 6).tolist()  # v = (0.5, 0.5 + 0.5 * 9)
     [0.707107, 2.236068]
@@ -210,7 +218,7 @@ class PitScaleCorrection:
 
     n_assets: int
     half_life: float = 10.0
-    bounds: tuple[float, float] = (0.5, 3.0)
+    bounds: tuple[float, float] = (1.0, 3.0)
     pooling: float = 0.5
     u_clip: float = 1e-6
     v: NDArray[np.float64] = field(init=False)
@@ -272,7 +280,7 @@ class LstmCopula(VaRModel):
         Half-life in days of the online PIT scale correction
         (:class:`PitScaleCorrection`); None switches it off.
     scale_bounds : tuple of float
-        Bounds of the correction's multiplier.
+        Bounds of the correction's multiplier (default one-sided: >= 1).
     scale_pooling : float
         Weight in ``[0, 1]`` of the cross-asset mean in the correction.
 
@@ -319,7 +327,7 @@ class LstmCopula(VaRModel):
         antithetic: bool = True,
         nu_bounds: tuple[float, float] = (2.05, 100.0),
         scale_half_life: float | None = 10.0,
-        scale_bounds: tuple[float, float] = (0.5, 3.0),
+        scale_bounds: tuple[float, float] = (1.0, 3.0),
         scale_pooling: float = 0.5,
     ) -> None:
         if not isinstance(artifact, LstmArtifact):
@@ -391,7 +399,7 @@ class LstmCopula(VaRModel):
     def __setstate__(self, state: dict[str, Any]) -> None:
         # states pickled before the scale correction existed resume without it
         state.setdefault("scale_half_life", None)
-        state.setdefault("scale_bounds", (0.5, 3.0))
+        state.setdefault("scale_bounds", (1.0, 3.0))
         state.setdefault("scale_pooling", 0.5)
         state.setdefault("scale_", None)
         state.setdefault("net_law_", state.get("law_"))

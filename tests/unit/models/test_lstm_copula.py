@@ -193,7 +193,7 @@ def test_scale_correction_equals_batch_ewma_of_normal_scores(rng) -> None:
 
 
 def test_scale_correction_near_one_when_calibrated_and_tracks_a_scale_jump(rng) -> None:
-    c = PitScaleCorrection(4, half_life=10.0)
+    c = PitScaleCorrection(4, half_life=10.0, bounds=(0.5, 3.0))
     mult = []
     for _ in range(4000):  # calibrated: PITs of the true law are uniform
         c.update(rng.uniform(size=4))
@@ -218,7 +218,7 @@ def test_scale_correction_validation() -> None:
 def test_corrected_law_is_network_law_times_multiplier(rng, artifact) -> None:
     x = returns(rng, 60, 3)
     w = np.full(3, 1 / 3)
-    on = LstmCopula(w, artifact, **KW).fit(x)
+    on = LstmCopula(w, artifact, scale_bounds=(0.5, 3.0), **KW).fit(x)
     off = LstmCopula(w, artifact, scale_half_life=None, **KW).fit(x)
     assert off.scale_ is None
     for a, b in zip(off.law_, off.net_law_, strict=True):
@@ -269,3 +269,11 @@ def test_state_pickled_before_the_correction_resumes_without_it(rng, artifact) -
         old.update(row)
         resumed.update(row)
     np.testing.assert_array_equal(resumed.predict().var, old.predict().var)
+
+
+def test_default_correction_only_widens(rng) -> None:
+    c = PitScaleCorrection(3)
+    for _ in range(50):  # returns far smaller than predicted: PITs near 1/2
+        c.update(0.5 + 0.01 * rng.uniform(-1, 1, size=3))
+    assert np.all(c.v < 0.1)
+    np.testing.assert_array_equal(c.multiplier, 1.0)
