@@ -274,5 +274,5 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     if args.out:
         opts.out = Path(args.out)
-    summary = run_demo(opts, Console())
+    summary = run_demo(opts, Console(width=None if sys.stdout.isatty() else 160))
     return 130 if summary.get("interrupted") else 0

@@ -287,6 +287,7 @@ class ViewState:
     daily: dict[str, RiskSnapshot] = field(default_factory=dict)
     alerts: list[Any] = field(default_factory=list)
     n_alerts: int = 0
+    alert_counts: dict[str, int] = field(default_factory=dict)  #: "rule/state" -> events
     metrics_url: str = ""
 
 
@@ -406,8 +407,11 @@ class RedisView:
             entries = self.client.xrange(key, count=100_000)
         for entry_id, fields in entries:
             self.alert_cursor = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-            view.alerts.append(_alert(fields))
+            alert = _alert(fields)
+            view.alerts.append(alert)
             view.n_alerts += 1
+            key = f"{getattr(alert, 'rule', '?')}/{getattr(alert, 'state', '?')}"
+            view.alert_counts[key] = view.alert_counts.get(key, 0) + 1
         del view.alerts[:-50]
 
 
@@ -713,10 +717,10 @@ def _summarize(
             writer = csv.DictWriter(fh, fieldnames=cols)
             writer.writeheader()
             writer.writerows(rows)
-    alerts = view.alerts
     result["alerts"] = {
         "events": view.n_alerts,
-        "firing": sum(1 for a in alerts if getattr(a, "state", "") == "firing"),
+        "firing": sum(n for k, n in view.alert_counts.items() if k.endswith("/firing")),
+        "by_rule": dict(sorted(view.alert_counts.items())),
         "stream": f"riskmon:alerts:{run_id}",
     }
     return result
@@ -754,7 +758,9 @@ def _print_summary(console: Any, summary: dict[str, Any]) -> None:
     a = summary["alerts"]
     o = summary["outputs"]
     console.print(
-        f"alerts: {a['events']} events ({a['firing']} firing) in Redis stream {a['stream']}\n"
+        f"alerts: {a['events']} events ({a['firing']} firing) in Redis stream {a['stream']}"
+        + "".join(f"\n  {k}: {n}" for k, n in a.get("by_rule", {}).items())
+        + "\n"
         f"replayed {summary['days_replayed']} days, {summary['ticks']:,} ticks in "
         f"{summary['replay_s']:.1f} s; demo wall time {summary['wall_s']:.1f} s"
         + (" [yellow](interrupted)[/]" if summary["interrupted"] else "")

@@ -782,6 +782,10 @@ class RiskProcessor:
         nothing for ``stall_s`` wall seconds. Partitions deliver assets with some skew
         (a replay at full speed: many days); a lagging asset keeps arriving, a stopped
         feed does not. The numbers never depend on the wall clock unless a feed stops.
+    intraday_gate_s : float
+        An intraday snapshot waits until every asset's last price is at most this many
+        event-time seconds older than the newest (or the asset stalled, as above), so
+        that the skew of partitions in a fast replay does not look like a stale feed.
     """
 
     def __init__(
@@ -797,6 +801,7 @@ class RiskProcessor:
         ewma_lambda: float = 0.94,
         max_skew_days: int = 5,
         stall_s: float = 60.0,
+        intraday_gate_s: float = 1800.0,
     ) -> None:
         self.portfolios: dict[str, PortfolioConfig] = {}
         for p in portfolios:
@@ -822,6 +827,7 @@ class RiskProcessor:
             raise ValueError(f"max_skew_days={max_skew_days} must be >= 1")
         self.max_skew_days = int(max_skew_days)
         self.stall_s = float(stall_s)
+        self.intraday_gate_ns = int(intraday_gate_s * NS_PER_SECOND)
         #: (portfolio, run, column) -> wall clock (monotonic) of its last bar here; not
         #: state: after a restart every asset gets ``stall_s`` to show up again
         self._arrival: dict[tuple[str, str, int], float] = {}
@@ -982,6 +988,9 @@ class RiskProcessor:
         last = st.last_intraday_ts
         if last is not None and bar.ts_last - last < self.intraday_ns:
             return
+        behind = np.flatnonzero(st.last_ts < bar.ts_last - self.intraday_gate_ns)
+        if behind.size and not self._stalled(st, behind.tolist()):
+            return  # another partition lags (a fast replay): its prices are not current
         st.last_intraday_ts = bar.ts_last
         out.append(DayOutput(self._intraday(st, day, src_wall)))
 

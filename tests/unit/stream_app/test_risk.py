@@ -246,8 +246,8 @@ def test_heatmap_image_and_contributions(panel):
     assert s.avg_correlation == pytest.approx(corr[np.triu_indices(3, 1)].mean(), rel=1e-12)
 
 
-def test_intraday_pnl_and_throttle(panel):
-    proc = make(intraday_interval_s=3600)
+def intraday_setup(panel, **kw):
+    proc = make(intraday_interval_s=3600, **kw)
     st = proc.new_state("book", "r1")
     for i in range(30):
         proc.process(st, day_bars(panel, i))
@@ -258,16 +258,35 @@ def test_intraday_pnl_and_throttle(panel):
         return Bar(asset, day, price, price, price, price, 0.0, 1, 0, 0, base, base + dt_s * 10**9,
                    portfolio="book", run_id="r1", kind="last")  # fmt: skip
 
+    return proc, st, day, base, last
+
+
+def test_intraday_pnl_and_throttle(panel):
+    proc, st, day, base, last = intraday_setup(panel, intraday_gate_s=7200)
     prev = panel.close[29]
-    outs = proc.process(st, [last("SPY", prev[0] * 0.98, 0), last("TLT", prev[1] * 1.01, 600)])
-    assert len(outs) == 1  # the second is within the hour
-    outs = proc.process(st, [last("GLD", prev[2] * 0.95, 4000)])
-    (snap,) = [o.snapshot for o in outs]
+    outs = proc.process(
+        st, [last("SPY", prev[0] * 0.98, 0), last("TLT", prev[1], 0), last("GLD", prev[2], 0)]
+    )
+    assert len(outs) == 1  # once every asset has a price of today
+    assert proc.process(st, [last("TLT", prev[1] * 1.01, 600)]) == []  # within the hour
+    (out,) = proc.process(st, [last("GLD", prev[2] * 0.95, 4000)])
+    snap = out.snapshot
     expected = 0.5 * -0.02 + 0.3 * 0.01 + 0.2 * -0.05
     assert snap.kind == "intraday" and snap.pnl == pytest.approx(expected, rel=1e-12)
     assert snap.var == st.last_daily.var and snap.day == day  # today's VaR: made last night
     assert snap.assets["GLD"].last_ts == base + 4000 * 10**9
     assert snap.seq == st.last_daily.seq + 2
+
+
+def test_intraday_waits_for_a_lagging_asset_not_for_a_stalled_one(panel):
+    proc, st, _, _, last = intraday_setup(panel)  # gate 30 min of event time
+    prev = panel.close[29]
+    assert proc.process(st, [last("SPY", prev[0], 0), last("TLT", prev[1], 0)]) == []
+    assert len(proc.process(st, [last("GLD", prev[2], 60)])) == 1  # GLD caught up
+    # two hours later SPY and TLT move on; GLD lags, then its feed counts as stopped
+    assert proc.process(st, [last("SPY", prev[0], 7200), last("TLT", prev[1], 7200)]) == []
+    proc.stall_s = 0.0
+    assert len(proc.process(st, [last("SPY", prev[0], 7300)])) == 1
 
 
 def test_no_intraday_while_the_previous_day_is_open(panel):
