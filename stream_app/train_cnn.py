@@ -866,6 +866,38 @@ def _load_panel(data: str | None) -> Panel:
     return load_history(None if data in (None, "shipped") else data)
 
 
+def _overrides(spec: str) -> dict[str, Any]:
+    """``"skip=none,har_inputs=false,channels=self+cross"`` -> CnnConfig keyword arguments.
+
+    Examples
+    --------
+    >>> _overrides("pool_size=2,har_inputs=false,channels=self+cross,dropout=0.3")
+    {'pool_size': 2, 'har_inputs': False, 'channels': ('self', 'cross'), 'dropout': 0.3}
+    """
+    out: dict[str, Any] = {}
+    for item in (p.strip() for p in spec.split(",")):
+        if not item:
+            continue
+        key, _, raw = item.partition("=")
+        key, raw = key.strip(), raw.strip()
+        value: Any
+        if "+" in raw:
+            parts = raw.split("+")
+            value = tuple(int(v) if v.isdigit() else v for v in parts)
+        elif raw.lower() in ("true", "false"):
+            value = raw.lower() == "true"
+        else:
+            try:
+                value = int(raw)
+            except ValueError:
+                try:
+                    value = float(raw)
+                except ValueError:
+                    value = raw
+        out[key] = value
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m stream_app.train_cnn",
@@ -879,6 +911,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--epochs", type=int, default=None, help="max epochs (default 12)")
+    t.add_argument("--set", default="", help="CnnConfig overrides, e.g. 'skip=none,pool_size=2'")
     t.add_argument("--out", default=None, help=f"output folder (default {ARTIFACT_DIR})")
     t.add_argument("--no-progress", action="store_true")
     e = sub.add_parser("evaluate", help="out-of-sample scores vs HAR-RV, EWMA, GARCH, ...")
@@ -890,12 +923,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--threads", type=int, default=2)
     e.add_argument("--epochs", type=int, default=None)
+    e.add_argument("--set", default="", help="CnnConfig overrides, e.g. 'skip=none,pool_size=2'")
     e.add_argument("--warm-epochs", type=int, default=4, help="0: retrain from scratch each year")
     e.add_argument("--out", default="runs/cnn-eval")
     e.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     panel = _load_panel(args.data)
-    cfg = CnnConfig() if args.epochs is None else CnnConfig(max_epochs=args.epochs)
+    overrides = _overrides(args.set)
+    if args.epochs is not None:
+        overrides["max_epochs"] = args.epochs
+    cfg = CnnConfig(**overrides)
     if args.cmd == "train":
         path = train(
             panel,
