@@ -350,7 +350,9 @@ class RiskSnapshot:
     day : str
         Trading day (ISO ``YYYY-MM-DD``) the snapshot is about.
     ts : int
-        Event time (ns since the epoch, UTC) of the latest input it includes.
+        Event time (ns since the epoch, UTC): daily, of the last tick of the day's bars;
+        intraday, of the last price that triggered it. Increasing with ``seq`` within a
+        (portfolio, run).
     seq : int
         Per-(portfolio, run) snapshot counter (daily and intraday share it).
     model, model_version : str
@@ -393,7 +395,8 @@ class RiskSnapshot:
         Euler contributions to the champion's ES: ``{level: {asset: ratio}}``; they add
         up to ``es[level]``.
     assets : dict of str to AssetRisk
-        Per-asset last price, vol and last tick time.
+        Per-asset price, vol and last tick time: daily, as of the day's close (price =
+        close, ``last_ts`` = its last tick); intraday, the latest seen.
     heatmap_key, heatmap_path : str or None
         Redis key holding the PNG heatmap of the feature window behind this snapshot,
         and/or the file it was written to.

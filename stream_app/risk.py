@@ -645,6 +645,8 @@ class PortfolioRunState:
         Closes of ``last_closed_day`` (NaN where never seen).
     last_day : ndarray of int of shape (n_assets,)
         Day index of each asset's last closed bar (-1 = never).
+    close_ts : ndarray of int of shape (n_assets,)
+        Event time (ns) of the last tick of each asset's last closed bar (0 = never).
     window_days, window_rows : list
         The heatmap window: day indices and feature rows of the last closed days.
     seq_at_close : int
@@ -662,6 +664,7 @@ class PortfolioRunState:
     last_closed_day: int | None = None
     prev_close: NDArray[np.float64] = field(default=None)  # type: ignore[assignment]
     last_day: NDArray[np.int64] = field(default=None)  # type: ignore[assignment]
+    close_ts: NDArray[np.int64] = field(default=None)  # type: ignore[assignment]
     ewma_cov: NDArray[np.float64] = field(default=None)  # type: ignore[assignment]
     n_returns: int = 0
     window_days: list[int] = field(default_factory=list)
@@ -677,6 +680,8 @@ class PortfolioRunState:
             self.prev_close = np.full(n, np.nan)
         if self.last_day is None:
             self.last_day = np.full(n, -1, dtype=np.int64)
+        if self.close_ts is None:
+            self.close_ts = np.zeros(n, dtype=np.int64)
         if self.ewma_cov is None:
             self.ewma_cov = np.zeros((n, n))
         if self.live is None:
@@ -783,9 +788,10 @@ class RiskProcessor:
         (a replay at full speed: many days); a lagging asset keeps arriving, a stopped
         feed does not. The numbers never depend on the wall clock unless a feed stops.
     intraday_gate_s : float
-        An intraday snapshot waits until every asset's last price is at most this many
-        event-time seconds older than the newest (or the asset stalled, as above), so
-        that the skew of partitions in a fast replay does not look like a stale feed.
+        An intraday snapshot at event time ``t`` (its trigger's) is made only while every
+        asset's latest price lies within ``t +- intraday_gate_s`` (an asset behind that
+        may have stalled, as above), so that the skew of partitions in a fast replay
+        neither looks like a stale feed nor puts snapshots out of event-time order.
     """
 
     def __init__(
@@ -988,11 +994,14 @@ class RiskProcessor:
         last = st.last_intraday_ts
         if last is not None and bar.ts_last - last < self.intraday_ns:
             return
-        behind = np.flatnonzero(st.last_ts < bar.ts_last - self.intraday_gate_ns)
+        t = bar.ts_last
+        if np.any(st.last_ts > t + self.intraday_gate_ns):
+            return  # this asset's partition lags (a fast replay): wait for it to catch up
+        behind = np.flatnonzero(st.last_ts < t - self.intraday_gate_ns)
         if behind.size and not self._stalled(st, behind.tolist()):
-            return  # another partition lags (a fast replay): its prices are not current
-        st.last_intraday_ts = bar.ts_last
-        out.append(DayOutput(self._intraday(st, day, src_wall)))
+            return  # another partition lags: its prices are not current
+        st.last_intraday_ts = t
+        out.append(DayOutput(self._intraday(st, day, t, src_wall)))
 
     @staticmethod
     def _seen(st: PortfolioRunState, j: int, price: float, ts: int) -> None:
@@ -1011,7 +1020,7 @@ class RiskProcessor:
         ret = np.where(ok, st.last_price / np.where(ok, base, 1.0) - 1.0, 0.0)
         return float(ret @ st.weights)
 
-    def _intraday(self, st: PortfolioRunState, day: int, src_wall: int) -> RiskSnapshot:
+    def _intraday(self, st: PortfolioRunState, day: int, ts: int, src_wall: int) -> RiskSnapshot:
         st.seq += 1
         base = st.last_daily
         champ = st.champion
@@ -1020,7 +1029,7 @@ class RiskProcessor:
             run_id=st.run_id,
             kind="intraday",
             day=day_to_iso(day),
-            ts=st.ts,
+            ts=ts,
             seq=st.seq,
             model=champ.name,
             model_version=champ.version,
@@ -1069,9 +1078,10 @@ class RiskProcessor:
         o = st.prev_close.copy()
         h, lo, c = o.copy(), o.copy(), o.copy()
         v = np.zeros(n)
-        for j, (bo, bh, bl, bc, bv, _ts) in bars.items():
+        for j, (bo, bh, bl, bc, bv, ts) in bars.items():
             o[j], h[j], lo[j], c[j], v[j] = bo, bh, bl, bc, bv
             st.last_day[j] = day
+            st.close_ts[j] = ts
         prev = st.prev_close
         st.last_closed_day = day
         st.last_intraday_ts = None
@@ -1206,16 +1216,19 @@ class RiskProcessor:
         dates = tuple(day_to_iso(d) for d in st.window_days)
         return (np.round(img * 255.0)).astype(np.uint8), dates
 
-    def _assets(self, st: PortfolioRunState) -> dict[str, AssetRisk]:
+    def _assets(self, st: PortfolioRunState, *, at_close: bool = False) -> dict[str, AssetRisk]:
+        """Per-asset view: the latest prices (intraday) or the closed day's (daily: as of
+        the close, whatever later prices of other partitions were already seen)."""
         vol = st.features.get_or_none()
+        price, ts = (st.prev_close, st.close_ts) if at_close else (st.last_price, st.last_ts)
         out = {}
         for j, a in enumerate(st.assets):
             out[a] = AssetRisk(
                 weight=float(st.weights[j]),
-                price=_finite(st.last_price[j]),
+                price=_finite(price[j]),
                 prev_close=_finite(st.prev_close[j]),
                 vol=_finite(vol[j, 6]) if vol is not None and st.features.n_seen_ > 1 else None,
-                last_ts=int(st.last_ts[j]) or None,
+                last_ts=int(ts[j]) or None,
                 last_day=day_to_iso(int(st.last_day[j])) if st.last_day[j] >= 0 else None,
             )
         return out
@@ -1245,7 +1258,7 @@ class RiskProcessor:
             run_id=st.run_id,
             kind="daily",
             day=iso,
-            ts=st.ts,
+            ts=int(st.close_ts.max()),
             seq=st.seq,
             model=champ.name,
             model_version=champ.version,
@@ -1268,7 +1281,7 @@ class RiskProcessor:
             cnn_score=extras[1],
             avg_correlation=self.avg_correlation(st),
             contributions=contributions,
-            assets=self._assets(st),
+            assets=self._assets(st, at_close=True),
             heatmap_key=key,
             heatmap_path=path,
             limits=dict(self.portfolios[st.portfolio].limits),

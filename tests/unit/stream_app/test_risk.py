@@ -163,6 +163,10 @@ def test_bars_of_later_days_wait_for_a_lagging_partition(panel):
     x = np.diff(np.log(panel.close[:6]), axis=0)
     got = [o.snapshot.realized_return for o in outs]
     np.testing.assert_allclose(got, np.expm1(x) @ np.array(W), rtol=0, atol=1e-15)
+    for k, o in enumerate(outs, start=1):  # as of that day's close, not the fast partition's
+        s = o.snapshot
+        assert [s.assets[a].price for a in ASSETS] == panel.close[k].tolist()
+        assert s.ts == day_bars(panel, k)[0].ts_last == s.assets["SPY"].last_ts
 
 
 def test_late_and_repeated_bars_are_ignored(panel):
@@ -391,3 +395,63 @@ def test_snapshot_round_trips_through_json(replayed):
     _, _, daily = replayed
     s = daily[-1]
     assert RiskSnapshot.decode(s.encode()) == s
+
+
+def test_snapshots_stay_in_event_time_order_under_partition_skew(panel):
+    proc = make(intraday_interval_s=0)
+    st = proc.new_state("book", "r1")
+
+    def asset_day(i, asset):
+        j = ASSETS.index(asset)
+        t0 = (int(panel.dates[i].astype("datetime64[s]").astype(np.int64)) + 50_000) * 10**9
+        lasts = [
+            Bar(
+                asset,
+                str(panel.dates[i]),
+                1.0,
+                1.0,
+                1.0,
+                float(panel.close[i, j]) * (1 + k / 100),
+                0.0,
+                1,
+                0,
+                0,
+                t0,
+                t0 + k * 1800 * 10**9,
+                portfolio="book",
+                run_id="r1",
+                kind="last",
+            )
+            for k in range(6)
+        ]
+        return [*lasts, *day_bars(panel, i, assets=(asset,))]
+
+    def partition(assets):  # one partition's output: in event-time order
+        out = []
+        for i in range(40):
+            day = [b for a in assets for b in asset_day(i, a)]
+            out += sorted(day, key=lambda b: (b.kind == "bar", b.ts_last))
+        return out
+
+    fast, slow = partition(("SPY", "GLD")), partition(("TLT",))
+    # two partitions delivered in uneven chunks: now one ahead, now the other
+    stream, f, s_ = [], 0, 0
+    rng = np.random.default_rng(42)
+    while f < len(fast) or s_ < len(slow):
+        k = int(rng.integers(1, 40))
+        if f < len(fast) and (s_ >= len(slow) or rng.random() < 2 / 3):
+            stream += fast[f : f + k]
+            f += k
+        else:
+            stream += slow[s_ : s_ + k]
+            s_ += k
+    outs = []
+    for k in range(0, len(stream), 7):
+        outs += proc.process(st, stream[k : k + 7])
+    snaps = [o.snapshot for o in outs]
+    assert [s.seq for s in snaps] == list(range(1, len(snaps) + 1))
+    marks = [(s.ts, s.seq) for s in snaps]
+    assert marks == sorted(marks) and len({s.ts for s in snaps}) == len(snaps)
+    daily = [s for s in snaps if s.kind == "daily"]
+    assert [s.day for s in daily] == [str(d) for d in panel.dates[1:40]]
+    assert sum(s.kind == "intraday" for s in snaps) > 0  # few: skew holds most back
