@@ -26,6 +26,16 @@ Each day (:meth:`LstmCopula.update`):
    to predicted scale, not a feedback loop on itself; by default it only
    widens (multiplier >= 1).
 
+Optionally (``recal_window``), the portfolio's tail probabilities are
+recalibrated online (Kuleshov et al. 2018, applied causally): each day the
+realised portfolio return's PIT under the previous evening's scenario
+distribution is kept (the last ``recal_window`` of them), and VaR/ES at tail
+probability ``a = 1 - level`` are read from the scenarios at
+``a' = a (n a + c) / (k + c)``, ``k`` the number of kept PITs ``<= a``,
+``n`` their number, ``c = recal_prior`` pseudo-exceptions at the nominal rate
+(see :func:`recalibrated_tail_probability`). Only past forecasts and past
+returns enter, so it is out-of-sample.
+
 :meth:`LstmCopula.predict` draws ``n_scenarios`` seeded joint scenarios: copula
 t-scores ``x = Z L' / sqrt(W / nu_c)`` (antithetic pairs ``+-x``), mapped to
 each marginal through a tabulated ``q = t_{nu_i}^{-1}(t_{nu_c}(x))``, then
@@ -249,6 +259,49 @@ class PitScaleCorrection:
         return np.clip(np.sqrt(v), *self.bounds)
 
 
+def recalibrated_tail_probability(
+    pits: NDArray[np.float64],
+    tail: float,
+    prior: float = 5.0,
+    bounds: tuple[float, float] = (0.25, 2.0),
+) -> float:
+    """Tail probability to read from a forecast distribution so that its past PITs are calibrated.
+
+    Parameters
+    ----------
+    pits : ndarray of shape (n,)
+        PITs of past realised values under their forecasts, in [0, 1].
+    tail : float
+        Nominal tail probability ``a`` in (0, 0.5).
+    prior : float
+        Pseudo-exceptions ``c`` at the nominal rate, > 0 (shrinks towards ``a``).
+    bounds : tuple of float
+        The result is clipped to ``[bounds[0] a, bounds[1] a]``.
+
+    Returns
+    -------
+    float
+        ``a (n a + c) / (k + c)`` with ``k = #{pits <= a}``: with many PITs it
+        is the ratio estimate that turns the observed exception rate ``k / n``
+        into ``a`` (a locally linear PIT map in the tail); with none it is ``a``.
+
+    Examples
+    --------
+    >>> recalibrated_tail_probability(np.full(500, 0.5), 0.01)  # no exceptions: (5 + 5) / 5
+    0.02
+    >>> round(recalibrated_tail_probability(np.r_[np.zeros(10), np.full(490, 0.5)], 0.01), 6)
+    0.006667
+    """
+    if not 0.0 < tail < 0.5:
+        raise ValueError(f"tail must lie in (0, 0.5), got {tail}")
+    if not prior > 0:
+        raise ValueError(f"prior must be > 0, got {prior}")
+    n = pits.shape[0]
+    k = float(np.count_nonzero(pits <= tail))
+    a = tail * (n * tail + prior) / (k + prior)
+    return float(np.clip(a, bounds[0] * tail, bounds[1] * tail))
+
+
 class LstmCopula(VaRModel):
     """LSTM Student-t marginals + dynamic Student-t copula, Monte Carlo VaR/ES.
 
@@ -283,6 +336,11 @@ class LstmCopula(VaRModel):
         Bounds of the correction's multiplier (default one-sided: >= 1).
     scale_pooling : float
         Weight in ``[0, 1]`` of the cross-asset mean in the correction.
+    recal_window : int or None
+        Past portfolio PITs kept for the online tail recalibration, >= 50;
+        None switches it off.
+    recal_prior : float
+        Pseudo-exceptions of :func:`recalibrated_tail_probability`, > 0.
 
     Attributes
     ----------
@@ -293,6 +351,10 @@ class LstmCopula(VaRModel):
         The same, as the network predicted it (uncorrected).
     scale_ : PitScaleCorrection or None
         The online scale correction (None when off).
+    port_pit_ring_ : ndarray of shape (recal_window,) or None
+        Portfolio PITs of past forecasts (a ring buffer; None when off).
+    n_port_pit_ : int
+        Portfolio PITs seen.
     nu_copula_ : float
         Copula degrees of freedom (nan before the first fit).
     corr_ : ndarray of shape (n_assets, n_assets) or None
@@ -329,6 +391,8 @@ class LstmCopula(VaRModel):
         scale_half_life: float | None = 10.0,
         scale_bounds: tuple[float, float] = (1.0, 3.0),
         scale_pooling: float = 0.5,
+        recal_window: int | None = 500,
+        recal_prior: float = 5.0,
     ) -> None:
         if not isinstance(artifact, LstmArtifact):
             raise TypeError(f"artifact must be an LstmArtifact, got {type(artifact).__name__}")
@@ -361,6 +425,12 @@ class LstmCopula(VaRModel):
         self.scale_bounds = (float(scale_bounds[0]), float(scale_bounds[1]))
         self.scale_pooling = float(scale_pooling)
         self._new_scale_correction(1)  # validates the settings
+        if recal_window is not None and int(recal_window) < 50:
+            raise ValueError(f"recal_window must be >= 50 or None, got {recal_window}")
+        if not (math.isfinite(recal_prior) and recal_prior > 0):
+            raise ValueError(f"recal_prior must be a finite number > 0, got {recal_prior}")
+        self.recal_window = None if recal_window is None else int(recal_window)
+        self.recal_prior = float(recal_prior)
         self._net: NumpyMarginals = artifact.marginals()
         self._table: QuantileTable | None = None
         self.reset()
@@ -374,6 +444,8 @@ class LstmCopula(VaRModel):
         self.law_: tuple[NDArray[np.float64], ...] | None = None
         self.net_law_: tuple[NDArray[np.float64], ...] | None = None
         self.scale_ = self._new_scale_correction(d)
+        self.port_pit_ring_ = None if self.recal_window is None else np.zeros(self.recal_window)
+        self.n_port_pit_ = 0
         self.u_ring_ = np.zeros((self.copula_window, d))
         self.n_pit_ = 0
         self.ewma_: EwmaCopulaCorrelation | None = None
@@ -403,11 +475,23 @@ class LstmCopula(VaRModel):
         state.setdefault("scale_pooling", 0.5)
         state.setdefault("scale_", None)
         state.setdefault("net_law_", state.get("law_"))
+        state.setdefault("recal_window", None)
+        state.setdefault("recal_prior", 5.0)
+        state.setdefault("port_pit_ring_", None)
+        state.setdefault("n_port_pit_", 0)
         self.__dict__.update(state)
 
     # -- update -----------------------------------------------------------------------------
 
     def _update(self, x: NDArray[np.float64]) -> None:
+        if self.port_pit_ring_ is not None and self._can_forecast():
+            # PIT of today's portfolio return under yesterday evening's forecast
+            port = self._portfolio_scenarios()
+            y = float(np.expm1(x) @ self.weights)
+            self.port_pit_ring_[self.n_port_pit_ % self.port_pit_ring_.shape[0]] = np.mean(
+                port <= y
+            )
+            self.n_port_pit_ += 1
         if self.law_ is not None:
             loc, s_left, s_right, nu = self.law_
             u = split_t_cdf(x, loc, s_left, s_right, nu)
@@ -502,7 +586,7 @@ class LstmCopula(VaRModel):
         NotEnoughObservations
             During warm-up.
         """
-        if self.n_seen_ < self.min_obs or self.law_ is None or self.chol_ is None:
+        if not self._can_forecast():
             raise NotEnoughObservations(self.min_obs, self.n_seen_, self.name)
         rng = np.random.default_rng([self.seed, self.n_seen_])
         n = self.n_scenarios
@@ -520,10 +604,27 @@ class LstmCopula(VaRModel):
         q += loc
         return q
 
+    def _can_forecast(self) -> bool:
+        return self.n_seen_ >= self.min_obs and self.law_ is not None and self.chol_ is not None
+
+    def _portfolio_scenarios(self) -> NDArray[np.float64]:
+        return np.expm1(self.scenarios()) @ self.weights
+
+    def effective_levels(self, levels: tuple[float, ...] = LEVELS) -> tuple[float, ...]:
+        """Levels at which the scenarios are read for the nominal ``levels`` (recalibration).
+
+        Without recalibration (``recal_window=None``) they are ``levels``.
+        """
+        if self.port_pit_ring_ is None:
+            return tuple(levels)
+        used = self.port_pit_ring_[: min(self.n_port_pit_, self.port_pit_ring_.shape[0])]
+        return tuple(
+            1.0 - recalibrated_tail_probability(used, 1.0 - lv, self.recal_prior) for lv in levels
+        )
+
     def _predict(self) -> RiskForecast:
-        simple = np.expm1(self.scenarios())
-        port = simple @ self.weights
-        var, es = tail_var_es(port, LEVELS)
+        port = self._portfolio_scenarios()
+        var, es = tail_var_es(port, self.effective_levels(LEVELS))
         return RiskForecast(var=var, es=es, levels=LEVELS)
 
     def contributions(self, levels: tuple[float, ...] = LEVELS) -> RiskContributions:
@@ -538,7 +639,7 @@ class LstmCopula(VaRModel):
         simple = np.expm1(self.scenarios())
         var = np.empty((len(levels), self.n_assets))
         es = np.empty_like(var)
-        for i, level in enumerate(levels):
+        for i, level in enumerate(self.effective_levels(tuple(levels))):
             var[i], es[i] = euler_contributions(simple, self.weights, level)
         return RiskContributions(levels=tuple(levels), var=var, es=es)
 

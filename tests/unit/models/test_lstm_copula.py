@@ -11,7 +11,13 @@ from scipy import special, stats
 
 from models.base import LEVELS
 from models.exceptions import NotEnoughObservations
-from models.lstm_copula import LstmCopula, PitScaleCorrection, QuantileTable, tail_var_es
+from models.lstm_copula import (
+    LstmCopula,
+    PitScaleCorrection,
+    QuantileTable,
+    recalibrated_tail_probability,
+    tail_var_es,
+)
 from models.lstm_marginals import LstmArtifact, LstmMarginals, MarginalConfig, split_t_cdf
 from models.measures import var_es_from_samples
 
@@ -119,9 +125,9 @@ def test_scenarios_follow_marginal_and_copula_laws(rng, artifact) -> None:
         assert stats.kstest(u, "uniform").pvalue > 1e-3
     tau = stats.kendalltau(sims[:, 0], sims[:, 1])[0]
     assert np.sin(np.pi * tau / 2) == pytest.approx(m.corr_[0, 1], abs=0.03)
-    # portfolio VaR/ES equal those of the scenarios themselves
+    # portfolio VaR/ES equal those of the scenarios themselves (at the recalibrated levels)
     port = np.expm1(sims) @ m.weights
-    var, es = var_es_from_samples(port)
+    var, es = var_es_from_samples(port, m.effective_levels())
     f = m.predict()
     np.testing.assert_allclose(f.var, var, rtol=1e-12)
     np.testing.assert_allclose(f.es, es, rtol=1e-10)
@@ -256,11 +262,21 @@ def test_larger_scales_give_larger_var_after_a_shock(rng, artifact) -> None:
 def test_state_pickled_before_the_correction_resumes_without_it(rng, artifact) -> None:
     x = returns(rng, 80, 3)
     w = np.full(3, 1 / 3)
-    old = LstmCopula(w, artifact, scale_half_life=None, **KW)
+    old = LstmCopula(w, artifact, scale_half_life=None, recal_window=None, **KW)
     for row in x[:50]:
         old.update(row)
     state = old.__getstate__()
-    for key in ("scale_half_life", "scale_bounds", "scale_pooling", "scale_", "net_law_"):
+    for key in (
+        "scale_half_life",
+        "scale_bounds",
+        "scale_pooling",
+        "scale_",
+        "net_law_",
+        "recal_window",
+        "recal_prior",
+        "port_pit_ring_",
+        "n_port_pit_",
+    ):
         del state[key]  # what an older version pickled
     resumed = LstmCopula.__new__(LstmCopula)
     resumed.__setstate__(pickle.loads(pickle.dumps(state)))
@@ -277,3 +293,57 @@ def test_default_correction_only_widens(rng) -> None:
         c.update(0.5 + 0.01 * rng.uniform(-1, 1, size=3))
     assert np.all(c.v < 0.1)
     np.testing.assert_array_equal(c.multiplier, 1.0)
+
+
+# -- online tail recalibration of the portfolio -------------------------------------------------
+
+
+def test_recalibrated_tail_probability_hand_cases(rng) -> None:
+    assert recalibrated_tail_probability(np.empty(0), 0.01) == 0.01  # nothing seen: nominal
+    pits = np.r_[np.full(3, 0.001), np.full(197, 0.6)]  # k = 3, n a = 2 at a = 1 %
+    assert recalibrated_tail_probability(pits, 0.01, prior=5.0) == pytest.approx(0.01 * 7 / 8)
+    assert recalibrated_tail_probability(pits, 0.05, prior=20.0) == pytest.approx(0.05 * 30 / 23)
+    assert recalibrated_tail_probability(pits, 0.05, prior=1.0) == pytest.approx(0.1)  # 11/4 > 2
+    # clipped to [a / 4, 2 a]
+    assert recalibrated_tail_probability(np.zeros(1000), 0.01) == pytest.approx(0.0025)
+    # calibrated PITs: close to nominal
+    u = rng.uniform(size=20000)
+    assert recalibrated_tail_probability(u, 0.025) == pytest.approx(0.025, rel=0.1)
+    with pytest.raises(ValueError, match="tail must lie in"):
+        recalibrated_tail_probability(u, 0.7)
+    with pytest.raises(ValueError, match="prior must be > 0"):
+        recalibrated_tail_probability(u, 0.01, prior=0.0)
+
+
+def test_portfolio_pits_are_those_of_the_previous_forecast(rng, artifact) -> None:
+    x = returns(rng, 70, 3)
+    w = np.array([0.5, 0.3, 0.2])
+    m = LstmCopula(w, artifact, recal_window=50, **KW)
+    pits = []
+    for row in x:
+        if m.predict_or_none() is not None:
+            port = np.expm1(m.scenarios()) @ w
+            pits.append(np.mean(port <= np.expm1(row) @ w))
+        m.update(row)
+    assert m.n_port_pit_ == len(pits) > 0
+    np.testing.assert_array_equal(m.port_pit_ring_[: len(pits)], pits)
+    levels = m.effective_levels()
+    expected = [1 - recalibrated_tail_probability(np.array(pits), 1 - lv) for lv in LEVELS]
+    np.testing.assert_allclose(levels, expected, rtol=1e-15)
+    port = np.expm1(m.scenarios()) @ w
+    var, es = var_es_from_samples(port, levels)
+    f = m.predict()
+    assert f.levels == LEVELS
+    np.testing.assert_allclose(f.var, var, rtol=1e-12)
+    np.testing.assert_allclose(f.es, es, rtol=1e-10)
+
+
+def test_without_recalibration_the_levels_are_nominal(rng, artifact) -> None:
+    x = returns(rng, 60, 2)
+    m = LstmCopula(np.array([0.5, 0.5]), artifact, recal_window=None, **KW).fit(x)
+    assert m.port_pit_ring_ is None and m.effective_levels() == LEVELS
+    var, es = var_es_from_samples(np.expm1(m.scenarios()) @ m.weights)
+    np.testing.assert_allclose(m.predict().var, var, rtol=1e-12)
+    np.testing.assert_allclose(m.predict().es, es, rtol=1e-10)
+    with pytest.raises(ValueError, match="recal_window must be >= 50 or None, got 10"):
+        LstmCopula(np.array([0.5, 0.5]), artifact, recal_window=10)
