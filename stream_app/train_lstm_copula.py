@@ -10,6 +10,10 @@ types (str, int, float, list, dict), so it loads with
     python -m stream_app.train_lstm_copula --walk-forward 2007-2023 \\
         --data ../shared/data/daily --extra-shipped --warm-start --warm-epochs 5 --stride 2 \\
         --save-forecasts runs/lstm_wf.npz
+    # the same without lstm_copula's online corrections (the network and copula alone)
+    python -m stream_app.train_lstm_copula --walk-forward 2007-2023 \\
+        --data ../shared/data/daily --extra-shipped --warm-start --warm-epochs 5 --stride 2 \\
+        --scale-half-life 0 --recal-window 0
 
 The shipped default (:func:`default_artifact_path`) is trained only on the
 history the package ships (``producers.history.load_history(None)``).
@@ -494,6 +498,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="walk-forward: half-life in days of lstm_copula's online PIT scale correction "
         "(0: off, the network's scales as they are)",
     )
+    ap.add_argument(
+        "--recal-window",
+        type=int,
+        default=500,
+        help="walk-forward: past portfolio PITs of lstm_copula's online tail recalibration "
+        "(0: off, VaR/ES read at the nominal levels)",
+    )
     ap.add_argument("--save-forecasts", default=None, help="walk-forward: write an .npz here")
     args = ap.parse_args(argv)
     panel = load_history(args.data)
@@ -544,6 +555,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "n_scenarios": args.scenarios,
             "seed": args.seed,
             "scale_half_life": args.scale_half_life if args.scale_half_life > 0 else None,
+            "recal_window": args.recal_window if args.recal_window > 0 else None,
         },
         on_year=on_year,
     )

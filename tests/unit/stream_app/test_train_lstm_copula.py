@@ -186,8 +186,17 @@ def test_walk_forward_yearly_trains_before_each_year(rng) -> None:
     assert res.n_forecasts == res.dates.size  # warmed up before each year
 
 
-@pytest.mark.parametrize(("flag", "expected"), [([], 10.0), (["--scale-half-life", "0"], None)])
-def test_cli_walk_forward_passes_the_scale_correction(monkeypatch, panel, flag, expected) -> None:
+@pytest.mark.parametrize(
+    ("flag", "expected"),
+    [
+        ([], {"scale_half_life": 10.0, "recal_window": 500}),
+        (
+            ["--scale-half-life", "0", "--recal-window", "0"],
+            {"scale_half_life": None, "recal_window": None},
+        ),
+    ],
+)
+def test_cli_walk_forward_passes_the_corrections(monkeypatch, panel, flag, expected) -> None:
     import producers.history
 
     seen: dict = {}
@@ -204,4 +213,4 @@ def test_cli_walk_forward_passes_the_scale_correction(monkeypatch, panel, flag, 
     with pytest.raises(Stop):
         tlc.main(["--walk-forward", "2001", "--scenarios", "500", *flag])
     assert seen["years"] == [2001]
-    assert seen["model_kwargs"] == {"n_scenarios": 500, "seed": 0, "scale_half_life": expected}
+    assert seen["model_kwargs"] == {"n_scenarios": 500, "seed": 0, **expected}
