@@ -35,9 +35,13 @@ Rules (``Alert.rule``; ``asset`` is ``""`` for portfolio-level rules):
     (daily) Basel traffic light of the champion: ``warning`` yellow, ``critical``
     red; resolves when green again.
 ``stale_feed``
-    (any snapshot; per asset) No tick of the asset for ``stale_minutes`` of event
-    time while the freshest asset of the portfolio ticked (``critical`` after
-    ``stale_critical_minutes``).
+    (per asset) No tick of the asset for ``stale_minutes`` of event time while the
+    freshest asset of the portfolio ticked (``critical`` after
+    ``stale_critical_minutes``). Checked on daily snapshots, and on intraday ones for
+    live data only: a replay runs much faster than real time and the partitions of
+    different assets drift apart by hours or days, which intraday would look like
+    stale feeds (a day closes only once every asset's bar is in, so daily snapshots
+    are free of that drift).
 ``var_limit`` / ``es_limit``
     (daily; only where the portfolio sets a limit ``var95``, ``var975``, ``var99``,
     ``es95``, ``es975`` or ``es99``) the forecast over ``limit_warning_share`` of the
@@ -546,7 +550,8 @@ class AlertEngine:
                     )
                 )
             obs.extend(self._forecast_limit_obs(snap, lim))
-        obs.extend(self._stale_obs(snap, lim))
+        if daily or not snap.run_id:
+            obs.extend(self._stale_obs(snap, lim))
         return obs
 
     @staticmethod

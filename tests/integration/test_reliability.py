@@ -722,13 +722,19 @@ def alert_snapshots(portfolio: str, run_id: str, days: range) -> list:
             )  # fmt: skip
         bad = d % 4 == 3
         light = "green" if d < 8 else "yellow" if d < 16 else "red" if d < 20 else "green"
+        close = t + 21 * 3600 * 10**9
+        lag_b = 150 if d % 6 == 5 else 0  # B stopped ticking early that day
+        at_close = {
+            "A": AssetRisk(0.5, last_ts=close),
+            "B": AssetRisk(0.5, last_ts=close - lag_b * 60 * 10**9),
+        }
         out.append(
             RiskSnapshot(
                 portfolio, run_id, "daily", day, t + 21 * 3600 * 10**9, seq=3 * d + 3,
                 var=var, prev_var=var, realized_return=-0.04 if bad else 0.001,
                 exception=dict.fromkeys(var, bad), pnl=-0.04 if bad else 0.001,
                 traffic_light=light, cnn_score=((d * 3) % 10) / 10,
-                predicted_vol={"5": 0.01 + 0.004 * (d % 6)}, model="ewma",
+                predicted_vol={"5": 0.01 + 0.004 * (d % 6)}, model="ewma", assets=at_close,
                 model_version="builtin", heatmap_key=f"riskmon:heatmap:{run_id}:{portfolio}:{day}",
             )
         )  # fmt: skip

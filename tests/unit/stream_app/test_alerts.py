@@ -294,7 +294,7 @@ def test_forecast_limits_only_when_set():
 
 
 def test_stale_feed_per_asset():
-    f = Feed()
+    f = Feed(run_id="")  # live data: checked on intraday snapshots too
     day = "2008-10-01"
     t0 = iso_to_ns(day) + 10 * 60 * MIN
 
@@ -326,6 +326,17 @@ def test_stale_feed_per_asset():
     assert f("intraday", day, 606, assets=none) == []
 
 
+def test_stale_feed_of_a_replay_only_at_day_close():
+    """In a replay the partitions drift apart: intraday gaps are not stale feeds; a day
+    that closes with an asset hours behind is."""
+    f = Feed(run_id="gfc")
+    day = "2008-10-01"
+    t0 = iso_to_ns(day) + 16 * 60 * MIN
+    drift = {"A": AssetRisk(0.5, last_ts=t0), "B": AssetRisk(0.5, last_ts=t0 - 600 * MIN)}
+    assert f("intraday", day, 600, assets=drift) == []
+    assert f("daily", day, assets=drift) == [("stale_feed", "B", "critical", "firing")]
+
+
 # -- de-duplication, determinism, state -------------------------------------------------------
 def test_replayed_and_older_snapshots_are_ignored():
     eng, state = AlertEngine(), new_state()
@@ -337,8 +348,8 @@ def test_replayed_and_older_snapshots_are_ignored():
 
 
 def _sequence():
-    """A month of mixed snapshots exercising most rules."""
-    f = Feed()
+    """A month of mixed snapshots exercising most rules (live data)."""
+    f = Feed(run_id="")
     out = []
     for d in range(1, 25):
         day = f"2008-10-{d:02d}"
