@@ -218,12 +218,10 @@ def write_portfolio(tmp: Path, assets) -> Path:
 
 
 def risk_view(s):
-    """The fields of a daily snapshot that must not depend on how the stream ran: not
-    the wall clock, timings or heatmap references, nor ``ts`` (the latest event time
-    the risk agent had seen, which includes bars of later days buffered while a day
-    waits for a lagging partition)."""
+    """The fields of a daily snapshot that must not depend on how the stream ran (not
+    the wall clock, timings or heatmap references)."""
     return (
-        s.portfolio, s.run_id, s.kind, s.day, s.seq, s.model, s.model_version,
+        s.portfolio, s.run_id, s.kind, s.day, s.ts, s.seq, s.model, s.model_version,
         s.var, s.es, s.prev_var, s.prev_es, s.realized_return, s.exception, s.pnl,
         s.n_seen, s.n_days, s.exceptions_total, s.days_250d, s.exceptions_250d,
         s.kupiec_p, s.traffic_light, s.avg_correlation, s.contributions,
