@@ -142,7 +142,9 @@ class StreamSettings(Settings):
         1800.0, description="Event-time seconds between intraday snapshots (0 = every price)."
     )
     risk_batch_max: int = Field(500, ge=1, description="Max bars per risk batch.")
-    risk_batch_within: float = Field(0.01, gt=0, description="Max seconds to fill a risk batch.")
+    risk_batch_within: float = Field(
+        0.005, gt=0, description="Max seconds to fill a risk batch (adds to latency)."
+    )
     risk_executor: bool = Field(True, description="Run day closes in a worker thread.")
     redis_history_len: int = Field(5000, ge=1, description="MAXLEN ~ of snapshot histories.")
     heatmap_ttl_s: float = Field(0.0, ge=0, description="Expiry of heatmap keys; 0 = none.")
@@ -301,6 +303,8 @@ class IngestRuntime:
         self.settings = settings
         self.metrics = metrics
         self.processor = IngestProcessor.from_settings(settings)
+        # a partition consumed behind another must not look idle (see IngestProcessor)
+        self.processor.evict_idle_wall_s = 60.0
         partitions = settings.partitions
         self.ticks_topic = app.topic(
             settings.topic_ticks,

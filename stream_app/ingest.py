@@ -157,6 +157,11 @@ class IngestProcessor:
         Event-time idle time after which a (run, asset) is evicted.
     trading_day_offset_hours : float
         Trading day = UTC date of ``ts + offset``.
+    evict_idle_wall_s : float
+        Eviction also needs the (run, asset) to have sent nothing for this many wall
+        seconds: an asset of a partition consumed behind another (catch-up after a
+        restart, a replay at full speed) looks idle in event time but keeps arriving.
+        0 (the default) evicts on event time alone; the worker uses 60.
     """
 
     def __init__(
@@ -169,6 +174,7 @@ class IngestProcessor:
         last_price_interval_s: float = 900.0,
         state_ttl_days: float = 10.0,
         trading_day_offset_hours: float = 0.0,
+        evict_idle_wall_s: float = 0.0,
     ) -> None:
         if last_price_interval_s < 0:
             raise ValueError(f"last_price_interval_s={last_price_interval_s} must be >= 0")
@@ -189,6 +195,13 @@ class IngestProcessor:
         self.watermarks: dict[str, int] = {}
         #: Wall clock (ns) stamped on the bars of the batch being processed.
         self.wall_ns = 0
+        if evict_idle_wall_s < 0:
+            raise ValueError(f"evict_idle_wall_s={evict_idle_wall_s} must be >= 0")
+        self.evict_idle_wall_s = float(evict_idle_wall_s)
+        #: (run, asset) -> monotonic wall clock of its last tick in this process (not
+        #: state: after a restart every asset gets evict_idle_wall_s to show up again)
+        self._arrival: dict[tuple[str, str], float] = {}
+        self._started = time.monotonic()
 
     @classmethod
     def from_settings(cls, settings: Any) -> IngestProcessor:
@@ -310,6 +323,8 @@ class IngestProcessor:
             }
         res.touched.add(tick.asset)
         res.deleted.discard(tick.asset)
+        if self.evict_idle_wall_s:
+            self._arrival[(tick.run_id, tick.asset)] = time.monotonic()
         day = (tick.ts + self.day_offset_ns) // NS_PER_DAY
         bar = st["bar"]
         st["seq"] = tick.seq
@@ -373,12 +388,14 @@ class IngestProcessor:
     # -- eviction -------------------------------------------------------------------
     def evict(self, store: AssetStore, result: BatchResult | None = None) -> BatchResult:
         """Drop every (run, asset) idle for more than ``state_ttl_days`` of event time
-        behind its run's watermark, emitting its open bar (``closed_by="evicted"``).
+        behind its run's watermark (and, with ``evict_idle_wall_s``, silent for that many
+        wall seconds), emitting its open bar (``closed_by="evicted"``).
 
         Runs without a watermark (none of their ticks seen since this process
         started) are left alone.
         """
         res = result if result is not None else BatchResult()
+        now = time.monotonic()
         for asset in list(store.keys()):
             runs = store[asset]
             changed = False
@@ -387,6 +404,10 @@ class IngestProcessor:
                 st = runs[run_id]
                 if wm is None or st["ts"] is None or wm - st["ts"] <= self.ttl_ns:
                     continue
+                if self.evict_idle_wall_s:
+                    seen = self._arrival.get((run_id, asset), self._started)
+                    if now - seen < self.evict_idle_wall_s:
+                        continue  # behind in event time, but still arriving: not idle
                 if st["bar"] is not None:
                     res.bars.append(self._bar(asset, run_id, st["bar"], "bar", "evicted"))
                 del runs[run_id]

@@ -455,3 +455,28 @@ def test_snapshots_stay_in_event_time_order_under_partition_skew(panel):
     daily = [s for s in snaps if s.kind == "daily"]
     assert [s.day for s in daily] == [str(d) for d in panel.dates[1:40]]
     assert sum(s.kind == "intraday" for s in snaps) > 0  # few: skew holds most back
+
+
+def test_ingest_does_not_evict_an_asset_of_a_lagging_partition():
+    """The bars behind the risk stage: a partition consumed behind another keeps its open
+    bars and cursors while it keeps arriving (wall clock), and loses them once silent."""
+    from stream_app.ingest import IngestProcessor
+    from stream_app.records import NS_PER_DAY, Tick, iso_to_ns
+
+    proc, store = IngestProcessor(state_ttl_days=10, evict_idle_wall_s=60), {}
+    t0 = iso_to_ns("2020-01-02T15:00:00")
+
+    def msg(asset, day, k, seq):
+        tick = Tick(asset, t0 + day * NS_PER_DAY + k * 60 * 10**9, 100.0 + k, 1.0, seq, run_id="r")
+        return (asset.encode(), tick.encode(), 0, 0)
+
+    proc.process([msg("TLT", 0, 0, 0), msg("TLT", 0, 1, 1)], store)
+    res = proc.process([msg("SPY", d, k, 10 * d + k) for d in range(15) for k in range(3)], store)
+    proc.evict(store, res)  # SPY's partition is 14 days ahead: TLT lags, it is not idle
+    assert [b for b in res.bars if b.closed_by == "evicted"] == []
+    assert [d.reason.value for d in proc.process([msg("TLT", 0, 5, 0)], store).dead] == [
+        "duplicate_seq"
+    ]
+    proc.evict_idle_wall_s = 1e-9  # now TLT has been silent long enough
+    res = proc.evict(store)
+    assert [(b.asset, b.closed_by) for b in res.bars] == [("TLT", "evicted")]
