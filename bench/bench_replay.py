@@ -50,6 +50,30 @@ def peak_rss_mb(pid: int) -> tuple[float, float]:
     return out.get("VmRSS", float("nan")), out.get("VmHWM", float("nan"))
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (from /proc/<pid>/stat)."""
+    with open(f"/proc/{pid}/stat") as fh:
+        parts = fh.read().rsplit(")", 1)[1].split()
+    return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def histogram(port: int, name: str) -> tuple[float, float]:
+    """(count, sum) of a histogram on the worker's /metrics."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    count = total = 0.0
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name == f"{name}_count":
+                count += s.value
+            elif s.name == f"{name}_sum":
+                total += s.value
+    return count, total
+
+
 def load_avg() -> str:
     try:
         return open("/proc/loadavg").read().split()[0]
@@ -107,6 +131,8 @@ def main() -> None:
 
         threading.Thread(target=sample, daemon=True).start()
         run_id = "bench-replay"
+        cpu0 = cpu_seconds(stack.worker.pid)
+        pcpu0 = time.process_time()
         t0 = time.monotonic()
         with TickPublisher(stack.bootstrap, run_id=run_id) as pub:
             stats = replay_panel(
@@ -117,6 +143,7 @@ def main() -> None:
                 publisher=pub,
             )
         t_sent = time.monotonic() - t0
+        producer_cpu = time.process_time() - pcpu0
         name = configs[0].name
         snap = None
         while time.monotonic() - t0 < 900:
@@ -128,13 +155,21 @@ def main() -> None:
             time.sleep(0.05)
         wall = time.monotonic() - t0
         done.set()
+        worker_cpu = cpu_seconds(stack.worker.pid) - cpu0
         rss, hwm = peak_rss_mb(stack.worker.pid)
+        n_close, s_close = histogram(stack.metrics_port, "riskmon_day_close_seconds")
         days_seen = r.xlen(f"riskmon:risk:{run_id}:{name}:history")
     print(
         f"stream: {stats.ticks:,} ticks sent in {t_sent:.1f} s; last daily snapshot "
         f"({snap.day if snap else None}, champion {snap.model if snap else '?'}) after "
         f"{wall:.1f} s -> {stats.ticks / wall:,.0f} ticks/s end to end "
         f"({'OK' if wall < 60 else 'over'} the 60 s target); {days_seen} snapshots in Redis"
+    )
+    print(
+        f"CPU: worker {worker_cpu:.1f} s, producer (this process) {producer_cpu:.1f} s, over "
+        f"{wall:.1f} s of wall time on {os.cpu_count()} shared cores (load {load_avg()}); "
+        f"day closes: {n_close:.0f}, mean {1e3 * s_close / max(n_close, 1):.1f} ms "
+        f"(models, contributions, heatmap; off the event loop)"
     )
     print(
         f"worker RSS: peak {hwm:.0f} MiB (VmHWM), at end {rss:.0f} MiB, max sampled "
