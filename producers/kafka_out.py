@@ -125,6 +125,9 @@ class TickPublisher:
         config.update(producer_config)
         self._producer = KafkaProducer(**config)
         self.sent = 0
+        #: Sends the broker never acknowledged, by exception type (filled by the I/O thread).
+        self.failed: dict[str, int] = {}
+        self.last_error: str | None = None
 
     def next_seq(self, asset: str) -> int:
         seq = self._next_seq.get(asset, self._seq_start)
@@ -184,8 +187,21 @@ class TickPublisher:
     def send_raw(self, key: bytes | None, value: bytes) -> Any:
         """Send arbitrary bytes (for adapters, and tests of the dead-letter path)."""
         fut = self._producer.send(self.topic, key=key, value=value)
+        fut.add_errback(self._on_error)
         self.sent += 1
         return fut
+
+    def _on_error(self, exc: BaseException) -> None:
+        name = type(exc).__name__
+        self.failed[name] = self.failed.get(name, 0) + 1
+        if self.last_error is None or self.failed[name] == 1:
+            log.error("send to %s failed (%s): %s", self.topic, name, exc)
+        self.last_error = f"{name}: {exc}"
+
+    @property
+    def n_failed(self) -> int:
+        """Messages the broker did not acknowledge (lost, not silently: counted and logged)."""
+        return sum(self.failed.values())
 
     def flush(self, timeout: float | None = None) -> None:
         self._producer.flush(timeout)
@@ -227,6 +243,8 @@ class ReplayStats:
     interrupted: bool = False
     last_day: str | None = None
     per_asset: dict[str, int] = field(default_factory=dict)
+    #: Messages the broker did not acknowledge, by error (e.g. after a broker restart).
+    failed_sends: dict[str, int] = field(default_factory=dict)
 
     @property
     def ticks_per_s(self) -> float:
@@ -350,4 +368,12 @@ def replay_panel(
         else:
             publisher.flush()
         stats.elapsed_s = time.monotonic() - t0
+        stats.failed_sends = dict(publisher.failed)
+        if stats.failed_sends:
+            log.error(
+                "replay %s: %d messages were not acknowledged by the broker and are lost (%s)",
+                stats.run_id,
+                sum(stats.failed_sends.values()),
+                publisher.last_error,
+            )
     return stats
