@@ -588,6 +588,7 @@ class LstmCopula(VaRModel):
         """
         if not self._can_forecast():
             raise NotEnoughObservations(self.min_obs, self.n_seen_, self.name)
+        assert self.chol_ is not None and self.law_ is not None
         rng = np.random.default_rng([self.seed, self.n_seen_])
         n = self.n_scenarios
         m = (n + 1) // 2 if self.antithetic else n
