@@ -567,14 +567,22 @@ def run_demo(opts: DemoOptions, console: Any = None) -> dict[str, Any]:
             )
             with live_cm as live:
                 settle_deadline: float | None = None
+                last_mark: tuple[str, ...] = ()
                 while True:
                     with contextlib.suppress(Exception):
                         poller.poll(view)
                     if live is not None:
                         live.update(render(view), refresh=True)
                     if view.replay_done:
-                        if settle_deadline is None:
+                        # the worker may lag the replay: wait while it makes progress, and give
+                        # up only after settle_timeout seconds without a new closed day
+                        progress_mark = tuple(
+                            view.daily[c.name].day if view.daily.get(c.name) else ""
+                            for c in configs
+                        )
+                        if settle_deadline is None or progress_mark != last_mark:
                             settle_deadline = time.monotonic() + opts.settle_timeout
+                            last_mark = progress_mark
                         done = all(
                             view.daily.get(c.name) is not None
                             and view.daily[c.name].day >= last_day
@@ -690,6 +698,8 @@ def _summarize(
             "model_version": last.model_version if last else "",
             "daily_snapshots": len(daily),
             "scored_days_in_period": len(scored),
+            "last_closed_day": last.day if last else None,
+            "complete": bool(last and last.day >= str(plan.panel.dates[-1])),
             "traffic_light": last.traffic_light if last else None,
         }
         for key in ("0.95", "0.99"):
@@ -747,7 +757,8 @@ def _print_summary(console: Any, summary: dict[str, Any]) -> None:
         t.add_row(
             name,
             f"{p['champion']} ({p['model_version']})",
-            str(p["scored_days_in_period"]),
+            str(p["scored_days_in_period"])
+            + ("" if p.get("complete", True) else f" [yellow](up to {p['last_closed_day']})[/]"),
             f"{p['exceptions_0.95']} ({p['expected_0.95']})",
             f"{p['exceptions_0.99']} ({p['expected_0.99']})",
             f"{kp('0.95')} / {kp('0.99')}",
