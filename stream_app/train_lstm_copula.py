@@ -94,6 +94,7 @@ def panel_windows(
     p = panel if until is None else panel.between(None, until)
     r = p.log_returns()
     dates = p.dates[1:]
+    assert p.filled is not None  # set by Panel.__post_init__
     valid = ~p.filled[1:]
     if r.shape[0] <= config.min_obs + 1:
         raise ValueError(
@@ -130,7 +131,9 @@ def training_data(
     if int(stride) < 1:
         raise ValueError(f"stride must be >= 1, got {stride}")
     trains, vals = [], []
-    first, last, assets = [], [], []
+    first: list[str] = []
+    last: list[str] = []
+    assets: list[str] = []
     for p in panels:
         w, td = panel_windows(p, config, until)
         tr, va = split_windows(w, td, val_fraction)
@@ -278,7 +281,7 @@ def fit_artifact(
         "recipe": RECIPE_VERSION,
         "trained_from": info["first_target"],
         "trained_until": last,
-        "until": None if until is None else str(np.datetime64(until, "D")),
+        "until": None if until is None else str(np.datetime64(str(until), "D")),
         "assets": info["assets"],
         "seed": int(seed),
         "epochs_run": len(res.val_nll),
