@@ -36,6 +36,16 @@ probability ``a = 1 - level`` are read from the scenarios at
 (see :func:`recalibrated_tail_probability`). Only past forecasts and past
 returns enter, so it is out-of-sample.
 
+Measured (``python -m stream_app.train_lstm_copula --walk-forward 2007-2023
+--data ../shared/data/daily --extra-shipped --warm-start --warm-epochs 5
+--stride 2``, 10 assets, equal weights, 4278 days): exceptions 95/97.5/99 %
+230/136/58 with both corrections off (``--scale-half-life 0 --recal-window
+0``), 222/122/54 with the recalibration alone, 207/115/42 with both (214/107/43
+expected); Z2 at 97.5 % -0.34 -> -0.10. The settings (half-life 10, bounds
+(1, 3), pooling 0.5, window 500, prior 5) were chosen a priori except the
+lower bound 1, picked after a look at 2009-2013 (see
+:class:`PitScaleCorrection`), so these figures are not free of selection.
+
 :meth:`LstmCopula.predict` draws ``n_scenarios`` seeded joint scenarios: copula
 t-scores ``x = Z L' / sqrt(W / nu_c)`` (antithetic pairs ``+-x``), mapped to
 each marginal through a tabulated ``q = t_{nu_i}^{-1}(t_{nu_c}(x))``, then
