@@ -15,6 +15,18 @@ from stream_app.records import loads  # noqa: E402
 from stream_app.settings import Settings  # noqa: E402
 
 
+class FakeFuture:
+    """kafka-python's send() future, resolved at once (failed if ``error`` is given)."""
+
+    def __init__(self, error=None):
+        self.error = error
+
+    def add_errback(self, fn):
+        if self.error is not None:
+            fn(self.error)
+        return self
+
+
 class FakeProducer:
     instances: ClassVar[list["FakeProducer"]] = []
 
@@ -24,12 +36,16 @@ class FakeProducer:
         self.flushed = 0
         self.closed = False
         self.fail_after = None
+        self.reject_after = None  # sends beyond this many are not acknowledged
         FakeProducer.instances.append(self)
 
     def send(self, topic, key=None, value=None):
         if self.fail_after is not None and len(self.sent) >= self.fail_after:
             raise KeyboardInterrupt
+        if self.reject_after is not None and len(self.sent) >= self.reject_after:
+            return FakeFuture(kafka.errors.KafkaTimeoutError("not acknowledged"))
         self.sent.append((topic, key, value))
+        return FakeFuture()
 
     def flush(self, timeout=None):
         self.flushed += 1
@@ -159,3 +175,16 @@ def test_bundled_replay_rebuilds_the_panel(fake, panel):
             )
     with pytest.raises(ValueError, match="bundle=0"):
         replay_panel(panel, "h:1", bundle=0)
+
+
+def test_unacknowledged_sends_are_counted_and_reported(fake, caplog):
+    panel = synthetic_panel(4, ("AAA", "BBB"), seed=1)
+    pub = TickPublisher("127.0.0.1:1", "ticks", run_id="r1")
+    fake.instances[-1].reject_after = 10
+    with caplog.at_level("ERROR"):
+        stats = replay_panel(panel, publisher=pub, ticks_per_day=5, bundle=1)
+    lost = pub.sent - 10
+    assert lost > 0
+    assert stats.failed_sends == {"KafkaTimeoutError": lost}
+    assert pub.n_failed == lost
+    assert "not acknowledged by the broker" in caplog.text
