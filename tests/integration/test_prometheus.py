@@ -51,23 +51,6 @@ GRAFANA_VARS = {
 }
 
 
-def ensure_prometheus_package() -> None:
-    """Install Debian's prometheus package when missing (needs root and apt-get)."""
-    if shutil.which("prometheus") and shutil.which("promtool"):
-        return
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        msg = "Debian's prometheus package is missing: sudo apt-get install -y prometheus"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    cmd = ["apt-get", "install", "-y", "--no-install-recommends", "prometheus"]
-    if subprocess.run(cmd, env=env, capture_output=True).returncode != 0:
-        subprocess.run(["apt-get", "update"], env=env, capture_output=True)
-        out = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        assert out.returncode == 0, f"apt-get install prometheus failed:\n{out.stderr[-2000:]}"
-
-
 def substitute(expr: str, values: dict[str, str]) -> str:
     for name in sorted(values, key=len, reverse=True):
         expr = expr.replace(f"${{{name}}}", values[name]).replace(f"${name}", values[name])
@@ -205,11 +188,6 @@ class Prometheus:
 def has_data(result: list[dict]) -> bool:
     """At least one finite sample in a range-query result."""
     return any(math.isfinite(float(v)) for series in result for _, v in series["values"])
-
-
-@pytest.fixture(scope="module")
-def prometheus_installed():
-    ensure_prometheus_package()
 
 
 def write_portfolio(path: Path) -> Path:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 
 import pytest
 
@@ -40,30 +38,8 @@ CONTRACT = {
 }
 
 
-def ensure_prometheus_package() -> None:
-    """Install Debian's ``prometheus`` package (prometheus + promtool) if it is missing.
-
-    Needs root and apt-get (CI machines have both); elsewhere the test fails on CI and is
-    skipped on a developer machine, with the command to run.
-    """
-    if shutil.which("promtool") and shutil.which("prometheus"):
-        return
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        msg = "Debian's prometheus package is missing: sudo apt-get install -y prometheus"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    cmd = ["apt-get", "install", "-y", "--no-install-recommends", "prometheus"]
-    if subprocess.run(cmd, env=env, capture_output=True).returncode != 0:
-        subprocess.run(["apt-get", "update"], env=env, capture_output=True)
-        out = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        assert out.returncode == 0, f"apt-get install prometheus failed:\n{out.stderr[-2000:]}"
-
-
 @pytest.fixture(scope="session")
-def promtool() -> str:
-    ensure_prometheus_package()
+def promtool(prometheus_installed: None) -> str:
     path = shutil.which("promtool")
     assert path
     return path
