@@ -54,6 +54,7 @@ from stream_app.alerts_sink import (
     RedisAlertSink,
     make_redis,
 )
+from stream_app.faust_tables import raw_keyed_table
 from stream_app.records import RiskSnapshot
 from stream_app.settings import Settings
 
@@ -138,16 +139,12 @@ class AlertsRuntime:
             value_serializer="raw",
             partitions=settings.partitions,
         )
-        self.table = app.Table(
+        self.table = raw_keyed_table(
+            app,
             ALERTS_TABLE,
-            default=None,
             partitions=settings.partitions,
-            key_type=str,
-            use_partitioner=True,
             help="Per portfolio: alert engine state and undelivered alerts, per run.",
         )
-        self.table.key_serializer = "raw"
-        self.table.changelog_topic = self.table._new_changelog_topic()
         #: event keys delivered (or found in Redis) but still listed in a table entry
         self._done: dict[str, set[str]] = {}
         #: table key of each queued alert

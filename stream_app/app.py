@@ -71,6 +71,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import Field
 
 from models.exceptions import DataError
+from stream_app.faust_tables import raw_keyed_table
 from stream_app.ingest import BatchResult, IngestProcessor, coalesce_lasts
 from stream_app.metrics import IngestMetrics, RiskMetrics
 from stream_app.records import Bar, RiskSnapshot
@@ -326,18 +327,13 @@ class IngestRuntime:
             value_serializer="raw",
             partitions=partitions,
         )
-        self.table = app.Table(
+        # raw keys: an asset's state lives on the partition number of its ticks
+        self.table = raw_keyed_table(
+            app,
             STATE_TABLE,
-            default=None,
             partitions=partitions,
-            key_type=str,
-            use_partitioner=True,
             help="Per asset: {run_id: ingest cursor and open daily bar}.",
         )
-        # Raw UTF-8 keys (Faust derives JSON from key_type=str), so that the producer's
-        # partitioner puts an asset's state on the partition number of its ticks.
-        self.table.key_serializer = "raw"
-        self.table.changelog_topic = self.table._new_changelog_topic()
         self._last_sweep = time.monotonic()
         #: asset -> portfolios whose risk stream gets its bars (others: settings.portfolio)
         self.routes: dict[str, tuple[str, ...]] = {}
@@ -449,28 +445,21 @@ class RiskRuntime:
             value_serializer="raw",
             partitions=settings.partitions,
         )
-        self.table = app.Table(
+        # raw keys: partitioned like the bars key; values: models and numpy arrays
+        self.table = raw_keyed_table(
+            app,
             RISK_TABLE,
-            default=None,
             partitions=settings.partitions,
-            key_type=str,
-            use_partitioner=True,
             help="Per portfolio: {run: risk state (models, window, backtest counters)}.",
+            value_serializer=STATE_CODEC,
         )
-        self.table.key_serializer = "raw"  # partitioned like the bars key
-        self.table.value_serializer = STATE_CODEC  # models and numpy arrays
-        self.table.changelog_topic = self.table._new_changelog_topic()
-        self.live_table = app.Table(
+        self.live_table = raw_keyed_table(
+            app,
             RISK_LIVE_TABLE,
-            default=None,
             partitions=settings.partitions,
-            key_type=str,
-            use_partitioner=True,
             help="Per portfolio: {run: open day, last prices, snapshot counter}.",
+            value_serializer=STATE_CODEC,
         )
-        self.live_table.key_serializer = "raw"
-        self.live_table.value_serializer = STATE_CODEC
-        self.live_table.changelog_topic = self.live_table._new_changelog_topic()
         self.executor: ThreadPoolExecutor | None = (
             ThreadPoolExecutor(1, thread_name_prefix="riskmon-risk")
             if settings.risk_executor
