@@ -158,8 +158,9 @@ def score_result(result: WalkForwardResult) -> ModelScore:
     levels = result.levels
     i95, i975, i99 = levels.index(0.95), levels.index(0.975), levels.index(0.99)
     exceptions, expected, kupiec_p, cc_p = {}, {}, {}, {}
+    hit = {}
     for level, i in ((0.95, i95), (0.99, i99)):
-        h = bt.hits(y, var[:, i]) if y.size else np.zeros(0, dtype=bool)
+        h = hit[level] = bt.hits(y, var[:, i]) if y.size else np.zeros(0, dtype=bool)
         exceptions[level] = int(h.sum())
         expected[level] = float(h.size * (1 - level))
         kupiec_p[level] = (
@@ -170,7 +171,7 @@ def score_result(result: WalkForwardResult) -> ModelScore:
         )
     zones = []
     if y.size:
-        for row in bt.traffic_light_zones(dates, bt.hits(y, var[:, i99]), 0.99):
+        for row in bt.traffic_light_zones(dates, hit[0.99], 0.99):
             zones.append((int(row.year), int(row.n_obs), int(row.n_exceptions), str(row.zone)))
     z2 = bt.acerbi_szekely_z2(y, var[:, i975], es[:, i975], 0.975) if y.size else np.nan
     fz0 = bt.fz0_loss(y, var[:, i975], es[:, i975], 0.975) if y.size else np.nan

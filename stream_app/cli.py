@@ -95,17 +95,20 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
     console = Console(width=None if sys.stdout.isatty() else 200)
     models = parse_model_names(args.models)
+    weighted = None  # a portfolio from --weights, checked against the data once loaded
     if args.assets:
         wanted = [a.strip() for a in args.assets.split(",") if a.strip()]
     elif args.weights and args.weights.strip().lower() != "equal":
-        wanted = list(parse_weights(args.weights, None).assets)
+        weighted = parse_weights(args.weights, None)
+        wanted = list(weighted.assets)
     else:
         wanted = None  # every asset of the data
     panel = load_history(args.data, wanted, max_ffill=args.max_ffill)
-    if args.assets or wanted is None:
+    if weighted is None:
         portfolio = equal_weights(list(panel.assets))
     else:
-        portfolio = parse_weights(args.weights, panel.assets)
+        portfolio = weighted
+        portfolio.check_against(panel.assets)
     panel = panel.select(portfolio.assets)
     start, end, _ = resolve_period(args.period, panel.dates, warmup_days=0)
     first = int(np.searchsorted(panel.dates, start))
