@@ -9,6 +9,8 @@ scenarios the portfolio VaR/ES come from.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
@@ -70,37 +72,79 @@ def euler_contributions(
     >>> bool(vc[1] > 3 * vc[0])   # the volatile asset carries most of the risk
     True
     """
+    var_c, es_c = euler_contributions_multi(asset_returns, weights, [level], bandwidth=bandwidth)
+    return var_c[0], es_c[0]
+
+
+def euler_contributions_multi(
+    asset_returns: ArrayLike,
+    weights: ArrayLike,
+    levels: Sequence[float],
+    *,
+    bandwidth: float = 0.0025,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """:func:`euler_contributions` at several levels, sharing one partial sort.
+
+    Only the worst ``k + m + 1`` scenarios (``k`` scenarios beyond the VaR
+    one at the lowest level, ``m`` the VaR window's half-width) are ordered;
+    the portfolio VaR/ES the contributions add up to are those of
+    ``var_es_from_samples(asset_returns @ weights, levels)``.
+
+    Returns
+    -------
+    var_contrib, es_contrib : ndarray of shape (n_levels, n_assets)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> r = np.random.default_rng(0).standard_normal((20000, 3)) * [0.01, 0.02, 0.03]
+    >>> vc, ec = euler_contributions_multi(r, [0.5, 0.3, 0.2], [0.95, 0.99])
+    >>> one = euler_contributions(r, [0.5, 0.3, 0.2], 0.99)
+    >>> bool(np.allclose(vc[1], one[0]) and np.allclose(ec[1], one[1]))
+    True
+    """
     r = np.asarray(asset_returns, dtype=float)
     w = check_weights(weights)
     if r.ndim != 2 or r.shape[1] != w.size or r.shape[0] == 0:
         raise ValueError(f"asset_returns must have shape (n_scenarios, {w.size}), got {r.shape}")
     if not np.all(np.isfinite(r)):
         raise ValueError("asset_returns must be finite")
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level must lie in (0, 1), got {level}")
+    levels = [float(lv) for lv in levels]
+    for level in levels:
+        if not 0.0 < level < 1.0:
+            raise ValueError(f"level must lie in (0, 1), got {level}")
     if not 0.0 < bandwidth < 0.5:
         raise ValueError(f"bandwidth must lie in (0, 0.5), got {bandwidth}")
     n = r.shape[0]
-    contrib = r * w
-    port = contrib.sum(axis=1)
-    var_arr, es_arr = var_es_from_samples(port, [level])
-    var, es = float(var_arr[0]), float(es_arr[0])
-
-    order = np.argsort(port, kind="stable")
-    tail = 1.0 - level
+    port = r @ w
     cum = np.cumsum(np.full(n, 1.0 / n))  # as var_es_from_samples does
-    k = min(int(np.searchsorted(cum, tail - 1e-12, side="left")), n - 1)
-    before = float(cum[k - 1]) if k > 0 else 0.0
-
-    # ES: Acerbi-Tasche weights, the same as var_es_from_samples
-    es_c = -(contrib[order[:k]].sum(axis=0) / n + (tail - before) * contrib[order[k]]) / tail
-    es_c = _match_total(es_c, es)
-
-    # VaR: local average around the k-th order statistic
+    tails = [1.0 - level for level in levels]
+    ks = [min(int(np.searchsorted(cum, t - 1e-12, side="left")), n - 1) for t in tails]
     m = max(1, round(bandwidth * n))
-    window = order[max(0, k - m) : min(n, k + m + 1)]
-    var_c = -contrib[window].mean(axis=0)
-    var_c = _match_total(var_c, var)
+    n_worst = min(n, max(ks) + m + 1)
+    if n_worst < n:
+        part = np.argpartition(port, n_worst)
+        worst = part[:n_worst]
+        order = worst[np.lexsort((worst, port[worst]))]  # ties by index, as a stable sort
+        # the worst scenarios at 1/n each plus one point, no smaller, carrying the rest
+        x = np.append(port[order], port[part[n_worst]])
+        p = np.full(n_worst + 1, 1.0 / n)
+        p[-1] = (n - n_worst) / n
+        var_tot, es_tot = var_es_from_samples(x, levels, weights=p)
+    else:
+        order = np.argsort(port, kind="stable")
+        var_tot, es_tot = var_es_from_samples(port, levels)
+    contrib = r[order] * w  # the worst scenarios' contributions, in order
+    var_c = np.empty((len(levels), w.size))
+    es_c = np.empty_like(var_c)
+    for i, (tail, k) in enumerate(zip(tails, ks, strict=True)):
+        before = float(cum[k - 1]) if k > 0 else 0.0
+        # ES: Acerbi-Tasche weights, the same as var_es_from_samples
+        es_i = -(contrib[:k].sum(axis=0) / n + (tail - before) * contrib[k]) / tail
+        es_c[i] = _match_total(es_i, float(es_tot[i]))
+        # VaR: local average around the k-th order statistic
+        var_i = -contrib[max(0, k - m) : min(n, k + m + 1)].mean(axis=0)
+        var_c[i] = _match_total(var_i, float(var_tot[i]))
     return var_c, es_c
 
 

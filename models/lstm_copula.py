@@ -73,7 +73,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy import optimize, special
 
 from models.base import LEVELS, RiskForecast, VaRModel
-from models.contributions import euler_contributions
+from models.contributions import euler_contributions_multi
 from models.copula import (
     EwmaCopulaCorrelation,
     ScoreQuantileMap,
@@ -312,6 +312,36 @@ def recalibrated_tail_probability(
     return float(np.clip(a, bounds[0] * tail, bounds[1] * tail))
 
 
+def _grid_positions(
+    grid: ScoreQuantileMap, x: NDArray[np.float64]
+) -> tuple[NDArray[np.intp], NDArray[np.float64]]:
+    """Flat table indices and interpolation weights of scores ``x`` (n, d) on ``grid``."""
+    d, n_grid = grid.z.shape
+    pos = np.arcsinh(x)
+    pos -= grid.s_lo
+    pos *= 1.0 / grid.s_step
+    np.clip(pos, 0.0, n_grid - 1.000001, out=pos)
+    idx = pos.astype(np.intp)
+    pos -= idx
+    idx += np.arange(d) * n_grid
+    return idx, pos
+
+
+def _interpolate(
+    table: NDArray[np.float64],
+    idx: NDArray[np.intp],
+    frac: NDArray[np.float64],
+    out: NDArray[np.float64],
+) -> None:
+    """``out = table[idx] + frac (table[idx + 1] - table[idx])`` on the flattened (d, n_grid) table."""
+    flat = table.ravel()
+    np.take(flat, idx + 1, out=out)
+    lo = np.take(flat, idx)
+    out -= lo
+    out *= frac
+    out += lo
+
+
 class LstmCopula(VaRModel):
     """LSTM Student-t marginals + dynamic Student-t copula, Monte Carlo VaR/ES.
 
@@ -465,6 +495,7 @@ class LstmCopula(VaRModel):
         self.n_refits_ = 0
         self.n_repairs_ = 0
         self._table = None
+        self._scenario_cache: tuple[tuple[int, int, int], NDArray[np.float64]] | None = None
 
     def _new_scale_correction(self, n_assets: int) -> PitScaleCorrection | None:
         if self.scale_half_life is None:
@@ -476,6 +507,7 @@ class LstmCopula(VaRModel):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_table"] = None  # a cache, rebuilt from nu_copula_ on demand
+        state["_scenario_cache"] = None  # rebuilt from the state on demand
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -489,6 +521,7 @@ class LstmCopula(VaRModel):
         state.setdefault("recal_prior", 5.0)
         state.setdefault("port_pit_ring_", None)
         state.setdefault("n_port_pit_", 0)
+        state.setdefault("_scenario_cache", None)
         self.__dict__.update(state)
 
     # -- update -----------------------------------------------------------------------------
@@ -596,8 +629,24 @@ class LstmCopula(VaRModel):
         NotEnoughObservations
             During warm-up.
         """
+        return np.log1p(self.simple_scenarios())
+
+    def simple_scenarios(self) -> NDArray[np.float64]:
+        """Tomorrow's joint scenarios of asset simple returns, shape (n_scenarios, n_assets).
+
+        Computed once per state (``predict``, ``contributions`` and the next
+        ``update``'s portfolio PIT share them) and returned read-only.
+
+        Raises
+        ------
+        NotEnoughObservations
+            During warm-up.
+        """
         if not self._can_forecast():
             raise NotEnoughObservations(self.min_obs, self.n_seen_, self.name)
+        key = (self.n_seen_, self.n_scenarios, self.seed)
+        if self._scenario_cache is not None and self._scenario_cache[0] == key:
+            return self._scenario_cache[1]
         assert self.chol_ is not None and self.law_ is not None
         rng = np.random.default_rng([self.seed, self.n_seen_])
         n = self.n_scenarios
@@ -608,18 +657,27 @@ class LstmCopula(VaRModel):
         w = 2.0 * rng.standard_gamma(0.5 * nu_c, size=m)
         x *= np.sqrt(nu_c / w)[:, None]
         loc, s_left, s_right, nu = self.law_
-        q = self._quantile_table().score_map(nu)(x)
+        grid = self._quantile_table().score_map(nu)
+        # each asset's simple return on the score grid: expm1(loc + s_side q)
+        z = grid.z
+        table = np.expm1(loc[:, None] + np.where(z < 0.0, s_left[:, None], s_right[:, None]) * z)
+        out = np.empty((n, d))
+        idx, frac = _grid_positions(grid, x)
+        _interpolate(table, idx, frac, out[:m])
         if self.antithetic:
-            q = np.concatenate([q, -q])[:n]
-        q *= np.where(q < 0.0, s_left, s_right)
-        q += loc
-        return q
+            # the grid is symmetric, so -x reads the reversed table at the same positions
+            mirror = np.empty((m, d))
+            _interpolate(np.ascontiguousarray(table[:, ::-1]), idx, frac, mirror)
+            out[m:] = mirror[: n - m]
+        out.flags.writeable = False
+        self._scenario_cache = (key, out)
+        return out
 
     def _can_forecast(self) -> bool:
         return self.n_seen_ >= self.min_obs and self.law_ is not None and self.chol_ is not None
 
     def _portfolio_scenarios(self) -> NDArray[np.float64]:
-        return np.expm1(self.scenarios()) @ self.weights
+        return self.simple_scenarios() @ self.weights
 
     def effective_levels(self, levels: tuple[float, ...] = LEVELS) -> tuple[float, ...]:
         """Levels at which the scenarios are read for the nominal ``levels`` (recalibration).
@@ -647,11 +705,9 @@ class LstmCopula(VaRModel):
             ``var`` and ``es`` of shape (n_levels, n_assets); each row sums to
             the forecast's VaR / ES at that level.
         """
-        simple = np.expm1(self.scenarios())
-        var = np.empty((len(levels), self.n_assets))
-        es = np.empty_like(var)
-        for i, level in enumerate(self.effective_levels(tuple(levels))):
-            var[i], es[i] = euler_contributions(simple, self.weights, level)
+        var, es = euler_contributions_multi(
+            self.simple_scenarios(), self.weights, self.effective_levels(tuple(levels))
+        )
         return RiskContributions(levels=tuple(levels), var=var, es=es)
 
     def marginal_law(self) -> tuple[NDArray[np.float64], ...]:

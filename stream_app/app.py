@@ -745,7 +745,9 @@ def run_worker(
     from prometheus_client import start_http_server
 
     from stream_app.embedded import EmbeddedKafka
+    from stream_app.heap import keep_heap
 
+    keep_heap()
     settings = _stream_settings(settings if settings is not None else StreamSettings())
     if not settings.redis_url:
         log.warning("RISKMON_REDIS_URL is not set: risk snapshots go to Kafka and metrics only")

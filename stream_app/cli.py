@@ -164,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from stream_app.heap import keep_heap
+
+    keep_heap()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

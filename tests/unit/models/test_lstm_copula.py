@@ -347,3 +347,19 @@ def test_without_recalibration_the_levels_are_nominal(rng, artifact) -> None:
     np.testing.assert_allclose(m.predict().es, es, rtol=1e-10)
     with pytest.raises(ValueError, match="recal_window must be >= 50 or None, got 10"):
         LstmCopula(np.array([0.5, 0.5]), artifact, recal_window=10)
+
+
+def test_scenarios_are_computed_once_per_state_and_never_stale(rng, artifact) -> None:
+    x = returns(rng, 60, 3)
+    m = LstmCopula(np.array([0.5, 0.3, 0.2]), artifact, **KW).fit(x[:-1])
+    first = m.simple_scenarios()
+    assert m.simple_scenarios() is first  # predict, contributions and the next PIT share it
+    assert not first.flags.writeable
+    np.testing.assert_allclose(np.expm1(m.scenarios()), first, rtol=1e-13)
+    m.update(x[-1])
+    fresh = LstmCopula(np.array([0.5, 0.3, 0.2]), artifact, **KW).fit(x)
+    np.testing.assert_array_equal(m.simple_scenarios(), fresh.simple_scenarios())
+    assert not np.array_equal(m.simple_scenarios(), first)
+    restored = pickle.loads(pickle.dumps(m))
+    np.testing.assert_array_equal(restored.simple_scenarios(), m.simple_scenarios())
+    np.testing.assert_array_equal(restored.predict().es, m.predict().es)
