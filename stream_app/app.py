@@ -66,11 +66,11 @@ from typing import Any
 
 import faust
 from faust.serializers import codecs as faust_codecs
-from faust.transport.drivers import aiokafka as _faust_aiokafka
 from prometheus_client import CollectorRegistry
 from pydantic import Field
 
 from models.exceptions import DataError
+from stream_app.consumer import Transport
 from stream_app.faust_tables import raw_keyed_table
 from stream_app.ingest import BatchResult, IngestProcessor, coalesce_lasts
 from stream_app.metrics import IngestMetrics, RiskMetrics
@@ -177,30 +177,8 @@ def load_portfolios_for(settings: Settings) -> list[PortfolioConfig]:
     return configs
 
 
-# -- a consumer with a configurable fetch wait -----------------------------------------
-# faust-streaming hard-codes fetch_max_wait_ms=1500 for worker consumers; the embedded
-# broker does not end a waiting fetch early when data arrives, so that wait is added to
-# latency (DESIGN.md). aiokafka reads the value when the consumer starts.
-class _ConsumerThread(_faust_aiokafka.AIOKafkaConsumerThread):
-    def _create_worker_consumer(self, transport: Any) -> Any:
-        consumer = super()._create_worker_consumer(transport)
-        wait_ms = getattr(self.app, "fetch_max_wait_ms", None)
-        if wait_ms is not None:
-            consumer._fetch_max_wait_ms = int(wait_ms)
-        return consumer
-
-
-class _Consumer(_faust_aiokafka.Consumer):
-    def _new_consumer_thread(self) -> _ConsumerThread:
-        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
-
-
-class _Transport(_faust_aiokafka.Transport):
-    Consumer = _Consumer
-
-
 class RiskmonApp(faust.App):
-    """A ``faust.App`` whose worker consumer uses ``fetch_max_wait_ms``.
+    """A ``faust.App`` whose worker consumer is :class:`stream_app.consumer.Consumer`.
 
     Attributes
     ----------
@@ -216,7 +194,7 @@ class RiskmonApp(faust.App):
     riskmon_risk: RiskRuntime
 
     def _new_transport(self) -> Any:
-        return _Transport(self.conf.broker_consumer, self)
+        return Transport(self.conf.broker_consumer, self)
 
 
 # -- batch-local view of the table --------------------------------------------------
