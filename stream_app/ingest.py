@@ -5,9 +5,11 @@ per-asset state lives in a mapping the caller owns (in the worker, a plain Faust
 keyed by asset, so that state is co-partitioned with topic ``ticks``)::
 
     store[asset] = {run_id: {"seq": int, "ts": int, "closed_day": int | None,
-                             "last_emit": int | None, "bar": {...} | None}}
+                             "last_emit": int | None, "bar": {...} | None,
+                             "partition": int | None}}
 
-Each value is plain JSON-able data.
+Each value is plain JSON-able data. ``"partition"`` is the source partition of the
+(run, asset)'s latest tick; state written before it was recorded has no such key.
 
 A message value is one tick object, or a *bundle*: a JSON array of tick objects of the
 message key's asset, in order (producers bundle to cut Faust's per-event cost, which
@@ -15,9 +17,15 @@ dominates a worker's time). Each item is validated alone; a bad item is dead-let
 alone, its value re-encoded and its ``bundle_index`` given. A bar is built in event time: the first trade of a
 trading day opens it, a trade of a later day (or an end-of-day marker) closes it and
 emits it. Only the open bar and the cursor are kept per (run, asset); a (run, asset)
-idle for ``state_ttl_days`` of event time behind its run's watermark (the latest
-event time seen for that run) is evicted by :meth:`IngestProcessor.evict`, its open bar
-emitted with ``closed_by="evicted"``.
+idle for ``state_ttl_days`` of event time behind the watermark of its run *on its
+source partition* (the latest event time seen for that run on the partition its ticks
+come from) is evicted by :meth:`IngestProcessor.evict`, its open bar emitted with
+``closed_by="evicted"``. Watermarks are kept per partition because one worker consumes
+its partitions at different paces (catch-up after a restart, a replay at full speed, a
+slow partition): a watermark shared by all of them would make the assets of a lagging
+partition look idle, cut their open bars and drop their cursors (a replayed tick would
+then pass as new). A (run, asset) whose partition is not recorded (state written before
+it was) is never evicted in event time until one of its ticks records it.
 """
 
 from __future__ import annotations
@@ -154,14 +162,21 @@ class IngestProcessor:
         Event-time seconds between two last-price snapshots of one (run, asset);
         0 disables them.
     state_ttl_days : float
-        Event-time idle time after which a (run, asset) is evicted.
+        Event-time idle time after which a (run, asset) is evicted, measured against
+        its run's watermark on its own source partition.
     trading_day_offset_hours : float
         Trading day = UTC date of ``ts + offset``.
     evict_idle_wall_s : float
         Eviction also needs the (run, asset) to have sent nothing for this many wall
-        seconds: an asset of a partition consumed behind another (catch-up after a
-        restart, a replay at full speed) looks idle in event time but keeps arriving.
-        0 (the default) evicts on event time alone; the worker uses 60.
+        seconds (a guard on top of the per-partition watermarks, e.g. for ticks of one
+        asset spread over partitions by unkeyed producers). 0 (the default) evicts on
+        event time alone; the worker uses 60.
+
+    Attributes
+    ----------
+    watermarks : dict of (str, int or None) to int
+        Latest event time (ns) seen per (run id, source partition), in memory only
+        (rebuilt from traffic after a restart).
     """
 
     def __init__(
@@ -191,8 +206,9 @@ class IngestProcessor:
         self.last_interval_ns = int(last_price_interval_s * NS_PER_SECOND)
         self.ttl_ns = int(state_ttl_days * NS_PER_DAY)
         self.day_offset_ns = int(trading_day_offset_hours * 3600 * NS_PER_SECOND)
-        #: Latest event time seen per run id (in memory; rebuilt from traffic).
-        self.watermarks: dict[str, int] = {}
+        #: Latest event time seen per (run id, source partition) (in memory; rebuilt
+        #: from traffic).
+        self.watermarks: dict[tuple[str, int | None], int] = {}
         #: Wall clock (ns) stamped on the bars of the batch being processed.
         self.wall_ns = 0
         if evict_idle_wall_s < 0:
@@ -250,7 +266,7 @@ class IngestProcessor:
                     day_offset_ns=self.day_offset_ns,
                 )
                 if tick is not None:
-                    reason = self._accept(key, tick, store, res)
+                    reason = self._accept(key, tick, partition, store, res)
                     if reason is None:
                         continue
             except Exception:  # never let one message kill the worker
@@ -260,11 +276,16 @@ class IngestProcessor:
         return res
 
     def _accept(
-        self, key: bytes | None, tick: Tick, store: AssetStore, res: BatchResult
+        self,
+        key: bytes | None,
+        tick: Tick,
+        partition: int | None,
+        store: AssetStore,
+        res: BatchResult,
     ) -> Reason | None:
         if key is not None and key != tick.asset.encode():
             return Reason.KEY_MISMATCH
-        self._apply(tick, store, res)
+        self._apply(tick, partition, store, res)
         res.n_ok += 1
         return None
 
@@ -298,7 +319,7 @@ class IngestProcessor:
                         item, view, assets=self.assets, day_offset_ns=self.day_offset_ns
                     )
                     if tick is not None:
-                        reason = self._accept(key, tick, store, res)
+                        reason = self._accept(key, tick, partition, store, res)
                         if reason is None:
                             continue
             except Exception:
@@ -308,7 +329,9 @@ class IngestProcessor:
                 DeadLetter(key, _encode_item(item), reason, partition, offset, bundle_index=index)
             )
 
-    def _apply(self, tick: Tick, store: AssetStore, res: BatchResult) -> None:
+    def _apply(
+        self, tick: Tick, partition: int | None, store: AssetStore, res: BatchResult
+    ) -> None:
         runs = store.get(tick.asset)
         if runs is None:
             runs = store[tick.asset] = {}
@@ -320,6 +343,7 @@ class IngestProcessor:
                 "closed_day": None,
                 "last_emit": None,
                 "bar": None,
+                "partition": partition,
             }
         res.touched.add(tick.asset)
         res.deleted.discard(tick.asset)
@@ -329,9 +353,11 @@ class IngestProcessor:
         bar = st["bar"]
         st["seq"] = tick.seq
         st["ts"] = tick.ts
-        wm = self.watermarks.get(tick.run_id)
+        st["partition"] = partition  # also records it in state written before it was
+        source = (tick.run_id, partition)
+        wm = self.watermarks.get(source)
         if wm is None or tick.ts > wm:
-            self.watermarks[tick.run_id] = tick.ts
+            self.watermarks[source] = tick.ts
 
         if tick.eod:
             if bar is not None:  # the validator guarantees bar["day"] <= day
@@ -388,11 +414,15 @@ class IngestProcessor:
     # -- eviction -------------------------------------------------------------------
     def evict(self, store: AssetStore, result: BatchResult | None = None) -> BatchResult:
         """Drop every (run, asset) idle for more than ``state_ttl_days`` of event time
-        behind its run's watermark (and, with ``evict_idle_wall_s``, silent for that many
-        wall seconds), emitting its open bar (``closed_by="evicted"``).
+        behind its run's watermark on its source partition (and, with
+        ``evict_idle_wall_s``, silent for that many wall seconds), emitting its open bar
+        (``closed_by="evicted"``).
 
-        Runs without a watermark (none of their ticks seen since this process
-        started) are left alone.
+        A (run, asset) is judged only by the time of its own partition: one consumed
+        ahead of another does not make the other's assets look idle. Those without a
+        watermark (none of their run's ticks seen on their partition since this process
+        started) or without a recorded partition (state written before it was) are left
+        alone.
         """
         res = result if result is not None else BatchResult()
         now = time.monotonic()
@@ -400,9 +430,11 @@ class IngestProcessor:
             runs = store[asset]
             changed = False
             for run_id in list(runs):
-                wm = self.watermarks.get(run_id)
                 st = runs[run_id]
-                if wm is None or st["ts"] is None or wm - st["ts"] <= self.ttl_ns:
+                if st["ts"] is None or "partition" not in st:
+                    continue  # never judged by another partition's time
+                wm = self.watermarks.get((run_id, st["partition"]))
+                if wm is None or wm - st["ts"] <= self.ttl_ns:
                     continue
                 if self.evict_idle_wall_s:
                     seen = self._arrival.get((run_id, asset), self._started)

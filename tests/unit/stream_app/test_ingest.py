@@ -200,3 +200,114 @@ def test_bundle_key_mismatch_per_item():
     items = [Tick("SPY", 1, 1.0, 0.0, 0).to_dict(), Tick("TLT", 1, 1.0, 0.0, 0).to_dict()]
     res = proc.process([(b"SPY", dumps(items), 0, 0)], {})
     assert res.n_ok == 1 and [d.reason for d in res.dead] == [Reason.KEY_MISMATCH]
+
+
+# -- eviction with per-partition watermarks ---------------------------------------------
+T0 = 20_000 * NS_PER_DAY + 15 * 3600 * NS_PER_SECOND
+
+
+def pmsg(asset, day, seq, partition, price=100.0, run_id="r"):
+    """A trade of ``asset`` ``day`` days after T0, consumed from ``partition``."""
+    tick = Tick(asset, T0 + day * NS_PER_DAY + seq, price, 1.0, seq, run_id=run_id)
+    return (asset.encode(), tick.encode(), partition, seq)
+
+
+def test_partition_consumed_ahead_does_not_evict_the_lagging_one():
+    proc = IngestProcessor(state_ttl_days=10, last_price_interval_s=0)
+    store = {}
+    proc.process([pmsg("TLT", 0, 0, 0, 90.0), pmsg("TLT", 0, 1, 0, 91.0)], store)
+    # partition 1 runs 14 days ahead of partition 0 (e.g. catch-up after a restart)
+    res = proc.process([pmsg("SPY", d, d, 1) for d in range(15)], store)
+    proc.evict(store, res)
+    assert not [b for b in res.bars if b.closed_by == "evicted"]
+    assert res.deleted == set() and store["TLT"]["r"]["bar"]["n"] == 2
+    assert proc.watermarks == {("r", 0): T0 + 1, ("r", 1): T0 + 14 * NS_PER_DAY + 14}
+    # the cursor of TLT is kept: a replayed tick is still a duplicate
+    res = proc.process([pmsg("TLT", 0, 1, 0)], store)
+    assert [d.reason for d in res.dead] == [Reason.DUPLICATE_SEQ]
+    # and its open bar goes on, then closes by the next day as usual
+    res = proc.process([pmsg("TLT", 0, 2, 0, 92.0), pmsg("TLT", 1, 3, 0, 93.0)], store)
+    (bar,) = res.bars
+    assert (bar.asset, bar.closed_by, bar.n_ticks, bar.close) == ("TLT", "next_day", 3, 92.0)
+
+
+def test_asset_evicted_by_its_own_partition_time():
+    proc = IngestProcessor(state_ttl_days=2, last_price_interval_s=0)
+    store = {}
+    proc.process(
+        [pmsg("OLD", 0, 0, 0, 5.0), pmsg("NEW", 0, 0, 0, 7.0), pmsg("FAR", 0, 0, 1, 9.0)], store
+    )
+    assert proc.evict(store).bars == []
+    # partition 1 moves 2 days on (not past the ttl); FAR itself is still fresh
+    proc.process([pmsg("FAR", 2, 1, 1, 9.5)], store)
+    assert proc.evict(store).bars == []
+    # partition 0 moves 3 days on: OLD (idle 3 days there) goes; partition 1's state stays
+    proc.process([pmsg("NEW", 3, 1, 0, 7.5)], store)
+    res = proc.evict(store)
+    assert [(b.asset, b.closed_by, b.close, b.n_ticks) for b in res.bars] == [
+        ("OLD", "evicted", 5.0, 1)
+    ]
+    assert res.deleted == {"OLD"} and "OLD" not in store
+    assert set(store) == {"NEW", "FAR"}
+    # its cursor is gone with it: the same tick is new again
+    assert not proc.process([pmsg("OLD", 0, 0, 0, 5.0)], store).dead
+
+
+def test_watermarks_kept_apart_per_run_on_one_partition():
+    proc = IngestProcessor(state_ttl_days=2, last_price_interval_s=0)
+    store = {}
+    proc.process([pmsg("SPY", 0, 0, 0, run_id="live"), pmsg("SPY", 0, 0, 0, run_id="r1")], store)
+    proc.process([pmsg("TLT", 5, 0, 0, run_id="r1")], store)  # only run r1 moves on
+    res = proc.evict(store)
+    assert [(b.run_id, b.asset) for b in res.bars] == [("r1", "SPY")]
+    assert set(store["SPY"]) == {"live"} and res.touched == {"SPY"}
+
+
+def test_state_without_partition_loads_and_is_not_evicted_by_other_time():
+    """State written before partitions were recorded: kept until a tick of its own says
+    where it comes from, then judged by that partition alone."""
+    old_bar = {"day": 20_000, "o": 5.0, "h": 5.0, "l": 5.0, "c": 5.0, "v": 1.0, "n": 1,
+               "fs": 0, "ls": 0, "ft": T0, "lt": T0}  # fmt: skip
+    store = {
+        "OLD": {"r": {"seq": 0, "ts": T0, "closed_day": None, "last_emit": None, "bar": old_bar}},
+        "GONE": {"r": {"seq": 4, "ts": T0, "closed_day": None, "last_emit": None, "bar": None}},
+    }
+    proc = IngestProcessor(state_ttl_days=2, last_price_interval_s=0)
+    # every partition, OLD's and GONE's included, moves far past the ttl
+    proc.process([pmsg("NEW", 30, 0, 0), pmsg("FAR", 30, 0, 1)], store)
+    res = proc.evict(store)
+    assert res.bars == [] and res.deleted == set()
+    assert "partition" not in store["GONE"]["r"]
+    # the cursors still work
+    res = proc.process([pmsg("OLD", 0, 0, 0), pmsg("GONE", 0, 4, 1)], store)
+    assert [d.reason for d in res.dead] == [Reason.DUPLICATE_SEQ, Reason.DUPLICATE_SEQ]
+    # a tick of OLD's own (partition 2) records its partition and extends the old bar
+    res = proc.process([pmsg("OLD", 0, 1, 2, 6.0)], store)
+    assert not res.dead and store["OLD"]["r"]["partition"] == 2
+    assert store["OLD"]["r"]["bar"]["n"] == 2 and store["OLD"]["r"]["bar"]["fs"] == 0
+    # now judged by partition 2's time alone: the others moving on changes nothing...
+    proc.process([pmsg("NEW", 60, 1, 0), pmsg("FAR", 60, 1, 1)], store)
+    assert proc.evict(store).bars == []
+    # ...partition 2 moving 3 days past OLD's last tick evicts it, bar and all
+    proc.process([pmsg("NEW2", 3, 0, 2)], store)
+    res = proc.evict(store)
+    assert [(b.asset, b.closed_by, b.n_ticks, b.close) for b in res.bars] == [
+        ("OLD", "evicted", 2, 6.0)
+    ]
+    assert res.deleted == {"OLD"} and "GONE" in store
+
+
+def test_eviction_also_waits_for_wall_clock_idleness(monkeypatch):
+    import stream_app.ingest as ingest
+
+    clock = [1000.0]
+    monkeypatch.setattr(ingest.time, "monotonic", lambda: clock[0])
+    proc = IngestProcessor(state_ttl_days=2, last_price_interval_s=0, evict_idle_wall_s=60)
+    store = {}
+    proc.process([pmsg("OLD", 0, 0, 0, 5.0), pmsg("NEW", 0, 0, 0)], store)
+    clock[0] += 30
+    proc.process([pmsg("NEW", 3, 1, 0)], store)
+    assert proc.evict(store).bars == []  # idle in event time, but heard from 30 s ago
+    clock[0] += 31
+    res = proc.evict(store)
+    assert [(b.asset, b.closed_by) for b in res.bars] == [("OLD", "evicted")]
