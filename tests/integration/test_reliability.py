@@ -671,7 +671,6 @@ def test_embedded_broker_end_offsets(kafka_broker):
         consumer.close()
 
 
-@pytest.mark.xfail(strict=True, reason="ingest eviction bug: reported to the lead")
 def test_eviction_under_partition_skew():
     """A partition consumed ahead of another (catch-up after a restart, a slow partition,
     a replay at full speed) must not make the assets of the other look idle: their open
@@ -682,15 +681,17 @@ def test_eviction_under_partition_skew():
     proc, store = IngestProcessor(state_ttl_days=10), {}
     t0 = iso_to_ns("2020-01-02T15:00:00")
 
-    def msg(asset, day, k, seq):
+    def msg(asset, day, k, seq, partition):
         tick = Tick(asset, t0 + day * NS_PER_DAY + k * 60 * 10**9, 100.0 + k, 1.0, seq, run_id="r")
-        return (asset.encode(), tick.encode(), 0, 0)
+        return (asset.encode(), tick.encode(), partition, 0)
 
-    proc.process([msg("TLT", 0, 0, 0), msg("TLT", 0, 1, 1)], store)  # partition 0
-    res = proc.process([msg("SPY", d, k, 10 * d + k) for d in range(15) for k in range(3)], store)
+    proc.process([msg("TLT", 0, 0, 0, 0), msg("TLT", 0, 1, 1, 0)], store)  # partition 0
+    res = proc.process(
+        [msg("SPY", d, k, 10 * d + k, 1) for d in range(15) for k in range(3)], store
+    )
     proc.evict(store, res)  # partition 1 is 14 days ahead
     assert [b for b in res.bars if b.closed_by == "evicted"] == []
-    res = proc.process([msg("TLT", 0, 5, 0)], store)  # a replayed tick of TLT
+    res = proc.process([msg("TLT", 0, 5, 0, 0)], store)  # a replayed tick of TLT
     assert [d.reason.value for d in res.dead] == ["duplicate_seq"]
 
 
