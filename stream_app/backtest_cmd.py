@@ -6,10 +6,13 @@ import csv
 import json
 import multiprocessing as mp
 import queue
+import sys
 import time
+from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -18,6 +21,19 @@ from models.panel import Panel
 from models.walkforward import WalkForwardResult, walk_forward
 from stream_app.portfolio import Portfolio
 from stream_app.risk import build_model
+
+#: ``--retrain`` modes: use the shipped artifacts, or retrain the deep models before each year.
+RETRAIN_MODES = ("none", "yearly")
+
+#: Models that ``--retrain yearly`` retrains (the others have nothing to train).
+RETRAINABLE = ("lstm_copula", "cnn")
+
+#: Training settings per deep model under ``--retrain yearly``, on top of each recipe's
+#: defaults (``train_lstm_copula.DEFAULT_FIT``, ``CnnConfig()``); tests shrink them.
+RETRAIN_SETTINGS: dict[str, dict[str, Any]] = {
+    "lstm_copula": {"num_threads": 1},
+    "cnn": {"threads": 2},
+}
 
 FORECAST_COLUMNS = (
     "date",
@@ -42,6 +58,51 @@ class BacktestPlan:
     start: np.datetime64
     end: np.datetime64
     seed: int = 0
+
+
+@dataclass(frozen=True)
+class Retrain:
+    """How ``--retrain`` treats the deep models of a backtest.
+
+    Parameters
+    ----------
+    mode : {"none", "yearly"}
+        ``"none"``: the shipped artifacts; ``"yearly"``: before each calendar
+        year of the period, train on ``history`` cut at the end of the
+        previous year, then forecast that year with the fresh model.
+    history : Panel, optional
+        The data the yearly models train on and walk over (the portfolio's
+        assets, up to the period's end); needed for ``"yearly"``.
+    source : str
+        Which data ``history`` is (``--data`` or "shipped history"), for the summary.
+    epochs : int, optional
+        Cap on the training epochs of each year (default: each recipe's).
+    seed : int
+        Training seed.
+    warmup_days : int
+        Returns fed to each year's model before the year.
+    settings : mapping, optional
+        Per model, training keyword arguments over :data:`RETRAIN_SETTINGS`
+        (and ``"model_kwargs"`` for the model itself), e.g. a smaller network.
+    """
+
+    mode: str = "none"
+    history: Panel | None = None
+    source: str = "shipped history"
+    epochs: int | None = None
+    seed: int = 0
+    warmup_days: int = 1000
+    settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.mode not in RETRAIN_MODES:
+            raise ValueError(f"retrain mode must be one of {RETRAIN_MODES}, got {self.mode!r}")
+        if self.mode == "yearly" and self.history is None:
+            raise ValueError("retrain mode 'yearly' needs the training history")
+        if self.epochs is not None and int(self.epochs) < 1:
+            raise ValueError(f"training epochs must be >= 1, got {self.epochs}")
+        if self.warmup_days < 0:
+            raise ValueError(f"warm-up days must be >= 0, got {self.warmup_days}")
 
 
 @dataclass(frozen=True)
@@ -110,6 +171,184 @@ def run_models(
     finally:
         if manager is not None:
             manager.shutdown()
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _in_period(
+    res: WalkForwardResult, start: np.datetime64, end: np.datetime64
+) -> WalkForwardResult:
+    keep = (res.dates >= start) & (res.dates <= end)
+    return replace(
+        res, dates=res.dates[keep], realized=res.realized[keep], var=res.var[keep], es=res.es[keep]
+    )
+
+
+def _lstm_record(art: Any) -> dict[str, Any]:
+    md = art.metadata
+    return {
+        "model_version": art.model_version,
+        "trained_on": [md["trained_from"], md["trained_until"]],
+        "epochs": md["epochs_run"],
+        "best_epoch": md["best_epoch"],
+        "val_metric": "val_nll",
+        "val_value": md["val_nll"],
+        "val_nll_static_t": md["val_nll_static_t"],
+        "train_windows": md["train_windows"],
+        "train_seconds": md["train_seconds"],
+    }
+
+
+def _cnn_record(art: Mapping[str, Any]) -> dict[str, Any]:
+    period = art["period"]
+    return {
+        "model_version": art["model_version"],
+        "trained_on": [period["first_day"], period["last_target"]],
+        "train_rows": period["train"],
+        "val_rows": period["val"],
+        "epochs": len(art["history"]),
+        "best_epoch": art["best_epoch"],
+        "val_metric": "val_qlike",
+        "val_value": art["best_val_loss"],
+        "train_seconds": round(float(art["train_seconds"]), 2),
+    }
+
+
+def _on_year(
+    name: str,
+    describe: Callable[[Any], dict[str, Any]],
+    plan: BacktestPlan,
+    years: dict[str, dict[str, Any]],
+    log: Callable[[str], None] | None,
+) -> Callable[[int, Any, WalkForwardResult], None]:
+    """The ``on_year`` callback of a yearly walk-forward: record and report what was trained."""
+
+    def on_year(year: int, art: Any, res: WalkForwardResult) -> None:
+        rec = describe(art)
+        days = (res.dates >= plan.start) & (res.dates <= plan.end)
+        rec["forecast_days"] = int(np.isfinite(res.var[days, 0]).sum())
+        years[str(year)][name] = rec
+        if log is not None:
+            first, last = rec["trained_on"]
+            log(
+                f"retrain {name} {year}: trained on {first}..{last}, "
+                f"{rec['epochs']} epochs (best {rec['best_epoch']}), "
+                f"{rec['val_metric']} {rec['val_value']:.4f}, {rec['train_seconds']:.0f} s; "
+                f"{rec['forecast_days']} forecasts in the period"
+            )
+
+    return on_year
+
+
+def run_retrained(
+    plan: BacktestPlan,
+    retrain: Retrain,
+    *,
+    log: Callable[[str], None] | None = _stderr,
+) -> tuple[list[WalkForwardResult], dict[str, Any]]:
+    """Walk the deep models of ``plan`` forward, retraining each before every calendar year.
+
+    For each year ``Y`` of ``plan.start .. plan.end`` the model is trained on
+    ``retrain.history`` cut at ``Y-1``-12-31 (nothing of ``Y`` or later),
+    fed the ``retrain.warmup_days`` returns before ``Y`` and walked over
+    ``Y``; the years are concatenated and cut to the period. Reuses
+    :func:`stream_app.train_lstm_copula.walk_forward_yearly` and
+    :func:`stream_app.train_cnn.walk_forward_yearly`.
+
+    Returns
+    -------
+    results : list of WalkForwardResult
+        One per model of ``plan.models`` (all must be in :data:`RETRAINABLE`).
+    record : dict
+        ``{"mode", "data", "assets", "first_day", "epochs", "seed", "warmup_days",
+        "years": {year: {model: {"trained_on": [first, last], "epochs", "val_metric",
+        "val_value", ...}}}}`` for ``summary.json``.
+    """
+    if retrain.mode != "yearly" or retrain.history is None:
+        raise ValueError(f"run_retrained needs retrain mode 'yearly', got {retrain.mode!r}")
+    unknown = [m for m in plan.models if m not in RETRAINABLE]
+    if unknown:
+        raise ValueError(f"only {', '.join(RETRAINABLE)} can be retrained, got {unknown}")
+    history = retrain.history.select(plan.portfolio.assets).between(None, plan.end)
+    weights = plan.portfolio.weight_array
+    years = list(range(int(str(plan.start)[:4]), int(str(plan.end)[:4]) + 1))
+    record: dict[str, Any] = {
+        "mode": "yearly",
+        "data": retrain.source,
+        "assets": list(history.assets),
+        "first_day": str(history.dates[0]),
+        "epochs": retrain.epochs,
+        "seed": retrain.seed,
+        "warmup_days": retrain.warmup_days,
+        "years": {str(y): {} for y in years},
+    }
+    results = []
+    for name in plan.models:
+        kwargs: dict[str, Any] = {"seed": retrain.seed, **RETRAIN_SETTINGS.get(name, {})}
+        kwargs.update(retrain.settings.get(name, {}))
+        if retrain.epochs is not None:
+            kwargs["max_epochs"] = int(retrain.epochs)
+        trainer: Any
+        if name == "lstm_copula":
+            from stream_app import train_lstm_copula as trainer
+
+            model_kwargs: dict[str, Any] = {"seed": plan.seed}
+            describe: Callable[[Any], dict[str, Any]] = _lstm_record
+        else:
+            from stream_app import train_cnn as trainer
+
+            model_kwargs = {}
+            kwargs["source"] = retrain.source
+            describe = _cnn_record
+        model_kwargs.update(kwargs.pop("model_kwargs", {}))
+        if log is not None:
+            log(f"retrain {name}: {years[0]}..{years[-1]}, trained on {retrain.source}")
+        on_year = _on_year(name, describe, plan, record["years"], log)
+        res = trainer.walk_forward_yearly(
+            history,
+            weights,
+            years,
+            kwargs,
+            model_kwargs=model_kwargs,
+            warm_days=retrain.warmup_days,
+            on_year=on_year,
+        )
+        results.append(_in_period(res, plan.start, plan.end))
+    return results, record
+
+
+def run_backtest(
+    plan: BacktestPlan,
+    retrain: Retrain | None = None,
+    *,
+    jobs: int = 1,
+    show_progress: bool = True,
+    log: Callable[[str], None] | None = _stderr,
+) -> tuple[list[WalkForwardResult], dict[str, Any]]:
+    """Every model of ``plan``: the deep ones retrained per ``retrain``, the rest as is.
+
+    Returns the results in ``plan.models`` order and the ``"retrain"``
+    record of ``summary.json``.
+    """
+    retrain = retrain or Retrain()
+    if retrain.mode == "none":
+        return run_models(plan, jobs=jobs, show_progress=show_progress), {"mode": "none"}
+    deep = tuple(m for m in plan.models if m in RETRAINABLE)
+    if not deep:
+        raise ValueError(
+            f"--retrain yearly retrains the deep models ({', '.join(RETRAINABLE)}); "
+            f"--models {','.join(plan.models)} has none of them"
+        )
+    fixed = tuple(m for m in plan.models if m not in deep)
+    by_name: dict[str, WalkForwardResult] = {}
+    if fixed:
+        done = run_models(replace(plan, models=fixed), jobs=jobs, show_progress=show_progress)
+        by_name.update(zip(fixed, done, strict=True))
+    retrained, record = run_retrained(replace(plan, models=deep), retrain, log=log)
+    by_name.update(zip(deep, retrained, strict=True))
+    return [by_name[m] for m in plan.models], record
 
 
 def _with_progress(work, plan: BacktestPlan, n_fed: int, progress_queue) -> list:
@@ -216,12 +455,18 @@ def write_forecasts(path: Path, results: list[WalkForwardResult]) -> int:
     return rows
 
 
-def write_summary(path: Path, plan: BacktestPlan, scores: list[ModelScore]) -> None:
-    """Machine-readable summary of the run."""
+def write_summary(
+    path: Path,
+    plan: BacktestPlan,
+    scores: list[ModelScore],
+    retrain: Mapping[str, Any] | None = None,
+) -> None:
+    """Machine-readable summary of the run (``retrain``: the record of :func:`run_backtest`)."""
     doc = {
         "period": [str(plan.start), str(plan.end)],
         "portfolio": dict(zip(plan.portfolio.assets, plan.portfolio.weights, strict=True)),
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "retrain": dict(retrain) if retrain is not None else {"mode": "none"},
         "models": [
             {
                 "model": s.model,

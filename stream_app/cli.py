@@ -19,6 +19,8 @@ examples:
   riskmon backtest --data ../shared/data/daily --period 2020 --models hs,ewma,gjr_skewt
   riskmon backtest --data DIR --weights SPY=0.6,TLT=0.4 --period 2007-01-01:2023-12-31
   riskmon backtest --weights book.yaml --period covid2020 --out runs/covid
+  riskmon backtest --data DIR --models hs,lstm_copula,cnn --period 2008-01-01:2009-12-31 \\
+      --retrain yearly --train-epochs 3     # deep models retrained before each year
 """
 
 
@@ -71,6 +73,26 @@ def _add_backtest(sub: argparse._SubParsersAction) -> None:
         "--jobs", type=int, default=min(2, os.cpu_count() or 1), help="models run in parallel"
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the Monte Carlo models")
+    p.add_argument(
+        "--retrain",
+        choices=("none", "yearly"),
+        default="none",
+        help="deep models (lstm_copula, cnn): 'none' uses the shipped artifacts (default); "
+        "'yearly' retrains them before each calendar year of the period on the data before it "
+        "(walk-forward: a 2008 forecast never saw 2008)",
+    )
+    p.add_argument(
+        "--train-epochs",
+        type=int,
+        metavar="N",
+        help="with --retrain yearly: at most N training epochs per year (default: the recipes')",
+    )
+    p.add_argument(
+        "--train-seed",
+        type=int,
+        metavar="S",
+        help="with --retrain yearly: training seed (default 0)",
+    )
     p.add_argument("--max-ffill", type=int, default=3, help="calendar: forward-fill at most N days")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-report", action="store_true", help="skip the HTML report")
@@ -84,8 +106,10 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     from producers.history import load_history
     from producers.presets import resolve_period
     from stream_app.backtest_cmd import (
+        RETRAINABLE,
         BacktestPlan,
-        run_models,
+        Retrain,
+        run_backtest,
         score_result,
         write_forecasts,
         write_summary,
@@ -95,6 +119,16 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
     console = Console(width=None if sys.stdout.isatty() else 200)
     models = parse_model_names(args.models)
+    if args.retrain == "yearly":
+        if not any(m in RETRAINABLE for m in models):
+            raise ValueError(
+                f"--retrain yearly retrains the deep models ({', '.join(RETRAINABLE)}); "
+                f"--models {','.join(models)} has none of them"
+            )
+        if args.train_epochs is not None and args.train_epochs < 1:
+            raise ValueError(f"--train-epochs must be >= 1, got {args.train_epochs}")
+    elif args.train_epochs is not None or args.train_seed is not None:
+        raise ValueError("--train-epochs and --train-seed only apply with --retrain yearly")
     weighted = None  # a portfolio from --weights, checked against the data once loaded
     if args.assets:
         wanted = [a.strip() for a in args.assets.split(",") if a.strip()]
@@ -110,6 +144,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         portfolio = weighted
         portfolio.check_against(panel.assets)
     panel = panel.select(portfolio.assets)
+    history = panel  # all of it: --retrain yearly trains on the days before each year
     start, end, _ = resolve_period(args.period, panel.dates, warmup_days=0)
     first = int(np.searchsorted(panel.dates, start))
     if first < args.warmup_days + 1:
@@ -121,17 +156,33 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     plan = BacktestPlan(panel, portfolio, tuple(models), start, end, seed=args.seed)
     out = Path(args.out) if args.out else Path("runs") / time.strftime("backtest-%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
+    retrain = Retrain(
+        args.retrain,
+        history=history if args.retrain == "yearly" else None,
+        source=args.data or "shipped history",
+        epochs=args.train_epochs,
+        seed=args.train_seed or 0,
+        warmup_days=args.warmup_days,
+    )
     console.print(
         f"[bold]riskmon backtest[/] {start} .. {end}, {len(portfolio.assets)} assets, "
         f"{len(models)} models, warm-up from {panel.dates[0]}"
+        + (
+            f"; {', '.join(m for m in models if m in RETRAINABLE)} retrained yearly on "
+            f"{retrain.source}"
+            if args.retrain == "yearly"
+            else ""
+        )
     )
     t0 = time.perf_counter()
-    results = run_models(plan, jobs=args.jobs, show_progress=not args.no_progress)
+    results, retrain_record = run_backtest(
+        plan, retrain, jobs=args.jobs, show_progress=not args.no_progress
+    )
     elapsed = time.perf_counter() - t0
     scores = [score_result(r) for r in results]
     console.print(backtest_table(scores, title=f"{args.period}: {start} .. {end}"))
     n_rows = write_forecasts(out / "forecasts.csv", results)
-    write_summary(out / "summary.json", plan, scores)
+    write_summary(out / "summary.json", plan, scores, retrain_record)
     if not args.no_report:
         from stream_app.report import write_report
 

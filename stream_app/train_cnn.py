@@ -61,6 +61,7 @@ from models.vol_eval import (
     score_vol,
     squared_error_losses,
 )
+from models.walkforward import WalkForwardResult, walk_forward
 
 #: Version of the training recipe and the shipped artifact's file stem.
 VERSION = "cnn-v1"
@@ -856,6 +857,246 @@ def format_scores(report: Mapping[str, Any], horizon: int = 10) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
+# Walk-forward VaR/ES with yearly retraining
+# ----------------------------------------------------------------------------------------------
+
+
+def fit_artifact(
+    panel: Panel,
+    until: np.datetime64 | str | None = None,
+    *,
+    config: CnnConfig | None = None,
+    weights: Sequence[float] | None = None,
+    seed: int = 0,
+    val_fraction: float = 0.15,
+    init_state: Mapping[str, torch.Tensor] | None = None,
+    threads: int = 2,
+    progress: bool = False,
+    source: str = "panel",
+    label: str = "train",
+) -> dict[str, Any]:
+    """Train the CNN on ``panel`` up to ``until`` into an in-memory artifact (no test hold-out).
+
+    The panel is cut at ``until`` before anything is computed, so no input,
+    target or heatmap spec can see a later day. The ready rows (every target
+    known) are split chronologically: the last ``val_fraction`` (at least 50
+    rows) stop the training early, the rows before them, less a purge of
+    ``max(config.horizons)`` rows, train. Unlike :func:`train` nothing is
+    held out for testing: this is the yearly refit of :func:`walk_forward_yearly`.
+
+    Parameters
+    ----------
+    panel : Panel
+    until : date-like, optional
+        Last day of data the model may see (default: the panel's last day).
+    config : CnnConfig, optional
+        Hyperparameters (default ``CnnConfig()``, the shipped recipe).
+    weights : sequence of float, optional
+        Weights of the portfolio series used in training (default equal).
+    seed : int, default=0
+    val_fraction : float, default=0.15
+    init_state : mapping, optional
+        Warm start from these network weights.
+    threads : int, default=2
+        ``torch.set_num_threads`` while training (restored afterwards).
+    progress : bool, default=False
+        A rich progress bar.
+    source : str
+        Description of the data, stored in the artifact.
+    label : str
+        Progress bar label.
+
+    Returns
+    -------
+    dict
+        The artifact (:func:`models.cnn.make_artifact`), loadable by
+        :class:`~models.cnn_var.CnnVaR`; ``period`` holds the training and
+        validation days, ``last_target`` (the last day any target reached)
+        and ``until`` (the last day of the cut panel).
+
+    Raises
+    ------
+    DataError
+        With fewer than 300 ready rows before ``until``.
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must lie in (0, 1), got {val_fraction}")
+    cfg = config or CnnConfig()
+    cut = panel if until is None else panel.between(None, until)
+    if cut.n_days == 0:
+        raise DataError(f"no data on or before {until} to train the CNN")
+    prep = prepare(cut, cfg, weights)
+    rows = np.flatnonzero(np.all(np.isfinite(prep.target), axis=(1, 2)))
+    if rows.size < 300:
+        raise DataError(
+            f"only {rows.size} ready days up to {cut.dates[-1]} to train the CNN; need 300"
+        )
+    max_h = max(cfg.horizons)
+    n_val = max(round(val_fraction * rows.size), 50)
+    train_rows = rows[: rows.size - n_val - max_h]
+    val_rows = rows[rows.size - n_val :]
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(int(threads))
+    t0 = time.perf_counter()
+    try:
+        with _Bar(progress) as bar:
+            fitted, data = fit_rows(
+                prep,
+                train_rows,
+                val_rows,
+                seed=seed,
+                config=cfg,
+                init_state=init_state,
+                progress=bar.trainer(cfg, label),
+            )
+        val_metrics = _metrics(prep, val_rows, _cnn_log_var(fitted, data, prep, val_rows))
+    finally:
+        torch.set_num_threads(old_threads)
+    seconds = time.perf_counter() - t0
+    d = prep.dates
+    last_bar = int(prep.inputs.bar_index[val_rows[-1]]) + max_h
+    y_train = prep.target[train_rows]
+    return make_artifact(
+        cfg,
+        fitted.specs,
+        fitted.state_dict,
+        version=VERSION,
+        model_version=f"{VERSION}+{cut.dates[-1]}.s{int(seed)}",
+        torch_version=torch.__version__,
+        source=str(source),
+        assets=list(cut.assets),
+        weights=[float(v) for v in prep.weights],
+        period={
+            "first_day": str(cut.dates[0]),
+            "train": [str(d[train_rows[0]]), str(d[train_rows[-1]])],
+            "val": [str(d[val_rows[0]]), str(d[val_rows[-1]])],
+            "last_target": str(cut.dates[min(last_bar, cut.n_days - 1)]),
+            "until": str(cut.dates[-1]),
+        },
+        target_range={
+            f"h{h}": [float(np.nanmin(y_train[..., j])), float(np.nanmax(y_train[..., j]))]
+            for j, h in enumerate(cfg.horizons)
+        },
+        metrics={"val": val_metrics},
+        history=[{k: float(v) for k, v in r.items()} for r in fitted.result.history],
+        best_epoch=int(fitted.result.best_epoch),
+        best_val_loss=float(fitted.result.best_val_loss),
+        seed=int(seed),
+        threads=int(threads),
+        train_seconds=float(seconds),
+        n_train_pairs=int(fitted.result.n_train),
+        warm_start=init_state is not None,
+    )
+
+
+def _cnn_log_var(
+    fitted: Fitted, data: SampleSet, prep: Prepared, rows: NDArray[np.intp]
+) -> NDArray[np.float64]:
+    cfg = fitted.config
+    net = VolCNN(len(cfg.channels), cfg.n_extra, len(cfg.horizons), cfg)
+    net.load_state_dict(fitted.state_dict)
+    return predict_log_var(net, data, pairs_of(rows, prep.inputs.n_series), cfg)
+
+
+def walk_forward_yearly(
+    panel: Panel,
+    weights: Sequence[float] | NDArray[np.float64],
+    years: Sequence[int],
+    train_kwargs: Mapping[str, Any] | None = None,
+    *,
+    model_kwargs: Mapping[str, Any] | None = None,
+    warm_days: int = 750,
+    on_year: Callable[[int, dict[str, Any], WalkForwardResult], None] | None = None,
+) -> WalkForwardResult:
+    """Out-of-sample ``cnn`` VaR/ES forecasts, retraining the network before each test year.
+
+    For test year ``Y`` the network is trained by :func:`fit_artifact` on
+    ``panel`` cut at ``Y-1``-12-31, then :func:`models.walkforward.walk_forward`
+    runs a fresh :class:`~models.cnn_var.CnnVaR` over ``Y``, fed from
+    ``warm_days`` returns before it. Same shape as
+    :func:`stream_app.train_lstm_copula.walk_forward_yearly`.
+
+    Parameters
+    ----------
+    panel : Panel
+        The evaluation panel (also the training data).
+    weights : array-like of shape (panel.n_assets,)
+        The portfolio (also the portfolio series the network trains on).
+    years : sequence of int
+        Test years, increasing.
+    train_kwargs : mapping, optional
+        For :func:`fit_artifact` (``config``, ``seed``, ``threads``,
+        ``val_fraction``, ``progress``, ``source``), plus ``max_epochs``
+        (overrides ``config.max_epochs``), ``warm_start`` (bool: start each
+        year from the previous year's weights) and ``warm_start_epochs``
+        (int, default 4: the epochs of a warm year unless ``max_epochs`` is given).
+    model_kwargs : mapping, optional
+        For :class:`~models.cnn_var.CnnVaR` (``method``, ``window``, ...).
+    warm_days : int, default=750
+        Returns fed before each year (the model needs ``config.warmup +
+        min_standardized`` of them for its first forecast).
+    on_year : callable, optional
+        Called with ``(year, artifact, result)`` after each year.
+
+    Returns
+    -------
+    WalkForwardResult
+        The years' results concatenated (``model = "cnn"``).
+    """
+    tk = dict(train_kwargs or {})
+    warm = bool(tk.pop("warm_start", False))
+    warm_epochs = int(tk.pop("warm_start_epochs", 4))
+    max_epochs = tk.pop("max_epochs", None)
+    cfg = tk.pop("config", None) or CnnConfig()
+    if max_epochs is not None:
+        cfg = replace(cfg, max_epochs=int(max_epochs))
+    mk = dict(model_kwargs or {})
+    w = np.asarray(weights, dtype=float)
+    r = panel.log_returns()
+    dates = panel.dates[1:]
+    parts: list[WalkForwardResult] = []
+    prev: dict[str, Any] | None = None
+    for year in years:
+        until = np.datetime64(f"{int(year) - 1}-12-31", "D")
+        year_cfg = cfg
+        init = None
+        if warm and prev is not None:
+            init = prev["state_dict"]
+            if max_epochs is None:
+                year_cfg = replace(cfg, max_epochs=warm_epochs)
+        art = fit_artifact(
+            panel,
+            until,
+            config=year_cfg,
+            weights=w.tolist(),
+            init_state=init,
+            label=f"<{year}",
+            **tk,
+        )
+        prev = art
+        first = int(np.searchsorted(dates, np.datetime64(f"{int(year)}-01-01", "D")))
+        start = max(0, first - int(warm_days))
+        model = CnnVaR(w, art, **mk)
+        res = walk_forward(
+            model, r[start:], dates[start:], f"{int(year)}-01-01", f"{int(year)}-12-31"
+        )
+        parts.append(res)
+        if on_year is not None:
+            on_year(int(year), art, res)
+    if not parts:
+        raise ValueError("no test years given")
+    return WalkForwardResult(
+        model=CnnVaR.name,
+        dates=np.concatenate([p.dates for p in parts]),
+        realized=np.concatenate([p.realized for p in parts]),
+        var=np.concatenate([p.var for p in parts]),
+        es=np.concatenate([p.es for p in parts]),
+        levels=parts[0].levels,
+        update_seconds=np.concatenate([p.update_seconds for p in parts]),
+    )
+
+
+# ----------------------------------------------------------------------------------------------
 # Command line
 # ----------------------------------------------------------------------------------------------
 
@@ -982,10 +1223,12 @@ __all__ = [
     "Prepared",
     "default_artifact_path",
     "evaluate",
+    "fit_artifact",
     "format_scores",
     "load",
     "main",
     "prepare",
     "split_rows",
     "train",
+    "walk_forward_yearly",
 ]
