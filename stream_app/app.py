@@ -56,6 +56,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import inspect
 import logging
 import tempfile
 import time
@@ -316,8 +317,15 @@ class IngestRuntime:
         #: asset -> portfolios whose risk stream gets its bars (others: settings.portfolio)
         self.routes: dict[str, tuple[str, ...]] = {}
 
-    def handle_batch(self, events: list[Any]) -> BatchResult:
-        """Validate and aggregate one batch of Faust events (synchronous, no I/O)."""
+    def handle_batch(self, events: list[Any]) -> tuple[BatchResult, _BatchStore]:
+        """Validate and aggregate one batch of Faust events (synchronous, no I/O).
+
+        The state changes stay in the returned store: the agent writes them to the
+        table (:meth:`_BatchStore.flush`) only once :meth:`publish` has the batch's
+        bars on the broker, so a crash in between replays the ticks and sends the
+        bars again (at least once; the risk stage ignores a day it has counted)
+        instead of restoring a state that says they were sent when they were not.
+        """
         store = _BatchStore(self.table)
         messages = [(e.message.key, e.value, e.message.partition, e.message.offset) for e in events]
         result = self.processor.process(messages, store)
@@ -325,12 +333,12 @@ class IngestRuntime:
         if now - self._last_sweep >= self.settings.evict_every_s:
             self._last_sweep = now
             self.processor.evict(store, result)
-        store.flush(result)
-        return result
+        return result, store
 
     async def publish(self, result: BatchResult) -> None:
-        """Send dead letters, closed bars and last prices of one batch."""
+        """Send dead letters, closed bars and last prices of one batch; return once acked."""
         topic_name = self.settings.topic_ticks.encode()
+        sent: list[Any] = []
         for dead in result.dead:
             headers = [
                 ("reason", dead.reason.value.encode()),
@@ -340,15 +348,23 @@ class IngestRuntime:
             ]
             if dead.bundle_index is not None:
                 headers.append(("bundle_index", str(dead.bundle_index).encode()))
-            await self.dlq_topic.send(key=dead.key, value=dead.value, headers=headers)
+            sent.append(await self.dlq_topic.send(key=dead.key, value=dead.value, headers=headers))
         for bar in (*result.bars, *coalesce_lasts(result.lasts)):
             routes = self.routes.get(bar.asset)
             if not routes:
-                await self.bars_topic.send(key=bar.portfolio.encode(), value=bar.encode())
+                sent.append(
+                    await self.bars_topic.send(key=bar.portfolio.encode(), value=bar.encode())
+                )
                 continue
             for portfolio in routes:
                 routed = dataclasses.replace(bar, portfolio=portfolio)
-                await self.bars_topic.send(key=portfolio.encode(), value=routed.encode())
+                sent.append(
+                    await self.bars_topic.send(key=portfolio.encode(), value=routed.encode())
+                )
+        # Faust's send returns a future of the broker's ack (acks=-1: all replicas)
+        acks = [f for f in sent if inspect.isawaitable(f)]
+        if acks:
+            await asyncio.gather(*acks)
 
     def count(self, result: BatchResult, seconds: float) -> None:
         m = self.metrics
@@ -658,8 +674,9 @@ def create_app(
             summary = dict.fromkeys(("n_in", "n_ok", "n_dead", "n_bars", "n_lasts"), 0)
             for chunk in _chunks_by_bytes(events, settings.ingest_chunk_bytes):
                 t0 = time.perf_counter()
-                result = rt.handle_batch(chunk)
-                await rt.publish(result)
+                result, store = rt.handle_batch(chunk)
+                await rt.publish(result)  # on the broker before the state says so
+                store.flush(result)
                 rt.count(result, time.perf_counter() - t0)
                 if result.dead:
                     rt.log_dead(result)
@@ -684,6 +701,15 @@ def create_app(
             yield len(outputs)
 
     rr.agent = risk
+
+    @app.task
+    async def loop_lag() -> None:
+        """Measure event-loop stalls: how late a 10 ms sleep wakes up."""
+        loop = asyncio.get_running_loop()
+        while True:
+            t0 = loop.time()
+            await asyncio.sleep(0.01)
+            metrics.loop_lag.observe(max(0.0, loop.time() - t0 - 0.01))
 
     @app.timer(interval=settings.lag_interval_s)
     async def consumer_lag() -> None:
@@ -723,7 +749,7 @@ def run_worker(
     from prometheus_client import start_http_server
 
     from stream_app.embedded import EmbeddedKafka
-    from stream_app.heap import keep_heap
+    from stream_app.heap import freeze_startup_objects, keep_heap
 
     keep_heap()
     settings = _stream_settings(settings if settings is not None else StreamSettings())
@@ -752,6 +778,7 @@ def run_worker(
             settings.safe_dict(),
         )
         worker = faust.Worker(app, loglevel=loglevel, redirect_stdouts=False)
+        log.info("froze %d start-up objects out of the cycle collector", freeze_startup_objects())
         with contextlib.suppress(SystemExit):
             worker.execute_from_commandline()
 

@@ -79,6 +79,14 @@ class IngestMetrics:
             registry=registry,
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
         )
+        self.loop_lag = Histogram(
+            "event_loop_lag_seconds",
+            "How late a 10 ms sleep on the worker's event loop wakes up (a stalled loop "
+            "delays every message).",
+            namespace=ns,
+            registry=registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+        )
         self.state_keys = Gauge(
             "ingest_state_keys",
             "Assets held in this worker's bar table.",

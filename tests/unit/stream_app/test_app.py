@@ -177,3 +177,26 @@ def test_worker_consumer_uses_the_configured_fetch_wait():
             await consumer.stop()
 
     assert asyncio.run(run()) == 7
+
+
+def test_ingest_writes_its_state_only_after_the_batch_is_published():
+    """Crash safety: a state saying a bar was sent must never precede the bar's ack."""
+    app, _, published, changelog = make_app()
+    rt = app.riskmon
+    seen_at_publish = []
+
+    async def slow_publish(result):
+        seen_at_publish.append((len(changelog), rt.table.get("SPY")))
+        await asyncio.sleep(0.01)  # the broker's ack
+        published.append(result)
+
+    rt.publish = slow_publish
+
+    async def run():
+        async with rt.agent.test_context() as agent:
+            await agent.put(value=Tick("SPY", T0, 100.0, 1.0, 0).encode(), key=b"SPY")
+            await agent.put(value=Tick("SPY", T0 + NS_PER_DAY, 101.0, 1.0, 1).encode(), key=b"SPY")
+
+    asyncio.run(run())
+    assert seen_at_publish and seen_at_publish[0] == (0, None)  # nothing written before
+    assert changelog and rt.table["SPY"][""]["seq"] == 1  # written after
