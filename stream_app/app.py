@@ -336,7 +336,29 @@ class IngestRuntime:
         return result, store
 
     async def publish(self, result: BatchResult) -> None:
-        """Send dead letters, closed bars and last prices of one batch; return once acked."""
+        """Send dead letters, closed bars and last prices of one batch; return once acked.
+
+        A failed delivery (the broker away longer than the producer's own retries) is
+        retried with backoff, the whole batch again, until it succeeds: the batch's
+        state is written and its ticks acknowledged only after that, so nothing is
+        lost and a copy sent twice is harmless downstream (at least once).
+        """
+        delay = 0.5
+        while True:
+            try:
+                await self._send_all(result)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.metrics.publish_retries.inc()
+                log.warning(
+                    "publishing an ingest batch failed (%r); retrying in %.1f s", exc, delay
+                )
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 5.0)
+
+    async def _send_all(self, result: BatchResult) -> None:
         topic_name = self.settings.topic_ticks.encode()
         sent: list[Any] = []
         for dead in result.dead:

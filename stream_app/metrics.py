@@ -79,6 +79,12 @@ class IngestMetrics:
             registry=registry,
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
         )
+        self.publish_retries = Counter(
+            "ingest_publish_retries",
+            "Ingest batches whose bars/dead letters had to be sent again (broker unavailable).",
+            namespace=ns,
+            registry=registry,
+        )
         self.loop_lag = Histogram(
             "event_loop_lag_seconds",
             "How late a 10 ms sleep on the worker's event loop wakes up (a stalled loop "

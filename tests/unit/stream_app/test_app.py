@@ -200,3 +200,22 @@ def test_ingest_writes_its_state_only_after_the_batch_is_published():
     asyncio.run(run())
     assert seen_at_publish and seen_at_publish[0] == (0, None)  # nothing written before
     assert changelog and rt.table["SPY"][""]["seq"] == 1  # written after
+
+
+def test_publish_retries_a_failed_batch_until_the_broker_takes_it():
+    app, registry, _, _ = make_app()
+    rt = app.riskmon
+    calls = []
+
+    async def flaky_send(result):
+        calls.append(result)
+        if len(calls) == 1:
+            raise ConnectionError("broker away")
+
+    rt._send_all = flaky_send
+    from stream_app.ingest import BatchResult
+
+    res = BatchResult(n_in=1)
+    asyncio.run(IngestRuntime.publish(rt, res))
+    assert calls == [res, res]
+    assert sample(registry, "riskmon_ingest_publish_retries_total") == 1
