@@ -148,6 +148,11 @@ class StreamSettings(Settings):
         0.005, gt=0, description="Max seconds to fill a risk batch (adds to latency)."
     )
     risk_executor: bool = Field(True, description="Run day closes in a worker thread.")
+    publish_ack_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="Ingest resends a batch whose bars the broker has not acked in this time.",
+    )
     redis_history_len: int = Field(5000, ge=1, description="MAXLEN ~ of snapshot histories.")
     heatmap_ttl_s: float = Field(0.0, ge=0, description="Expiry of heatmap keys; 0 = none.")
     max_runs_per_portfolio: int = Field(
@@ -384,9 +389,18 @@ class IngestRuntime:
                     await self.bars_topic.send(key=portfolio.encode(), value=routed.encode())
                 )
         # Faust's send returns a future of the broker's ack (acks=-1: all replicas)
-        acks = [f for f in sent if inspect.isawaitable(f)]
-        if acks:
-            await asyncio.gather(*acks)
+        acks = [asyncio.ensure_future(f) for f in sent if inspect.isawaitable(f)]
+        if not acks:
+            return
+        # asyncio.wait, not wait_for: a timeout must not cancel the producer's futures
+        done, pending = await asyncio.wait(acks, timeout=self.settings.publish_ack_timeout_s)
+        if pending:
+            raise TimeoutError(
+                f"{len(pending)} of {len(acks)} sends not acked within "
+                f"{self.settings.publish_ack_timeout_s} s"
+            )
+        for f in done:
+            f.result()  # raises the delivery error, if any
 
     def count(self, result: BatchResult, seconds: float) -> None:
         m = self.metrics
