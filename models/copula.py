@@ -539,6 +539,16 @@ class ScoreQuantileMap:
 
     def __call__(self, x: NDArray[np.float64]) -> NDArray[np.float64]:
         """Marginal quantiles at scores ``x`` of shape (n, d); returns (n, d)."""
+        idx, frac = self.positions(x)
+        out = np.empty(x.shape)
+        self.interpolate(self.z, idx, frac, out)
+        return out
+
+    def positions(self, x: NDArray[np.float64]) -> tuple[NDArray[np.intp], NDArray[np.float64]]:
+        """Flat indices into a (d, n_grid) table and interpolation weights of scores ``x`` (n, d).
+
+        Scores beyond the grid are clamped to its ends.
+        """
         d, n_grid = self.z.shape
         pos = np.arcsinh(x)
         pos -= self.s_lo
@@ -547,13 +557,26 @@ class ScoreQuantileMap:
         idx = pos.astype(np.intp)
         pos -= idx
         idx += np.arange(d) * n_grid
-        flat = self.z.ravel()
+        return idx, pos
+
+    @staticmethod
+    def interpolate(
+        table: NDArray[np.float64],
+        idx: NDArray[np.intp],
+        frac: NDArray[np.float64],
+        out: NDArray[np.float64],
+    ) -> None:
+        """``out = t[idx] + frac (t[idx + 1] - t[idx])``, ``t`` the flattened (d, n_grid) ``table``.
+
+        Any table on the same grid can be read with one :meth:`positions` call (e.g.
+        the quantiles mapped to returns, or the grid reversed for ``-x``).
+        """
+        flat = table.ravel()
+        np.take(flat, idx + 1, out=out)
         lo = np.take(flat, idx)
-        hi = np.take(flat, idx + 1)
-        hi -= lo
-        hi *= pos
-        hi += lo
-        return hi
+        out -= lo
+        out *= frac
+        out += lo
 
 
 class EwmaCopulaCorrelation:

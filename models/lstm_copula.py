@@ -312,36 +312,6 @@ def recalibrated_tail_probability(
     return float(np.clip(a, bounds[0] * tail, bounds[1] * tail))
 
 
-def _grid_positions(
-    grid: ScoreQuantileMap, x: NDArray[np.float64]
-) -> tuple[NDArray[np.intp], NDArray[np.float64]]:
-    """Flat table indices and interpolation weights of scores ``x`` (n, d) on ``grid``."""
-    d, n_grid = grid.z.shape
-    pos = np.arcsinh(x)
-    pos -= grid.s_lo
-    pos *= 1.0 / grid.s_step
-    np.clip(pos, 0.0, n_grid - 1.000001, out=pos)
-    idx = pos.astype(np.intp)
-    pos -= idx
-    idx += np.arange(d) * n_grid
-    return idx, pos
-
-
-def _interpolate(
-    table: NDArray[np.float64],
-    idx: NDArray[np.intp],
-    frac: NDArray[np.float64],
-    out: NDArray[np.float64],
-) -> None:
-    """``out = table[idx] + frac (table[idx + 1] - table[idx])`` on the flattened (d, n_grid) table."""
-    flat = table.ravel()
-    np.take(flat, idx + 1, out=out)
-    lo = np.take(flat, idx)
-    out -= lo
-    out *= frac
-    out += lo
-
-
 class LstmCopula(VaRModel):
     """LSTM Student-t marginals + dynamic Student-t copula, Monte Carlo VaR/ES.
 
@@ -662,12 +632,12 @@ class LstmCopula(VaRModel):
         z = grid.z
         table = np.expm1(loc[:, None] + np.where(z < 0.0, s_left[:, None], s_right[:, None]) * z)
         out = np.empty((n, d))
-        idx, frac = _grid_positions(grid, x)
-        _interpolate(table, idx, frac, out[:m])
+        idx, frac = grid.positions(x)
+        grid.interpolate(table, idx, frac, out[:m])
         if self.antithetic:
             # the grid is symmetric, so -x reads the reversed table at the same positions
             mirror = np.empty((m, d))
-            _interpolate(np.ascontiguousarray(table[:, ::-1]), idx, frac, mirror)
+            grid.interpolate(np.ascontiguousarray(table[:, ::-1]), idx, frac, mirror)
             out[m:] = mirror[: n - m]
         out.flags.writeable = False
         self._scenario_cache = (key, out)
