@@ -15,8 +15,10 @@ partitions, raw bytes in and out):
                :class:`~stream_app.validate.Reason` string), ``source_topic``,
                ``source_partition``, ``source_offset`` and, for a bundle item,
                ``bundle_index``.
-``bars``       key = portfolio (``settings.portfolio``), value = a JSON
-               :class:`~stream_app.records.Bar`: ``kind="bar"`` for a closed daily bar,
+``bars``       key = portfolio (``settings.portfolio``), value = a JSON array of
+               :class:`~stream_app.records.Bar` (one message per portfolio and ingest
+               batch, in order; :meth:`~stream_app.records.Bar.decode_many` also takes a
+               single bar object): ``kind="bar"`` for a closed daily bar,
                ``kind="last"`` for a throttled snapshot of the open bar. Keying by
                portfolio puts all assets of one portfolio, in order, on one partition
                for the risk agent; the ``run_id`` field keeps replays apart.
@@ -363,6 +365,22 @@ class IngestRuntime:
                 await asyncio.sleep(delay)
                 delay = min(2 * delay, 5.0)
 
+    #: Bars per message on topic ``bars`` (a batch's bars of one portfolio go as one
+    #: JSON array, split at this size to stay far below the broker's message limit).
+    bars_per_message = 256
+
+    def _bars_by_portfolio(self, result: BatchResult) -> dict[str, list[Bar]]:
+        """The batch's closed bars, then its coalesced last prices, per portfolio, in order."""
+        out: dict[str, list[Bar]] = {}
+        for bar in (*result.bars, *coalesce_lasts(result.lasts)):
+            routes = self.routes.get(bar.asset)
+            if not routes:
+                out.setdefault(bar.portfolio, []).append(bar)
+                continue
+            for portfolio in routes:
+                out.setdefault(portfolio, []).append(dataclasses.replace(bar, portfolio=portfolio))
+        return out
+
     async def _send_all(self, result: BatchResult) -> None:
         topic_name = self.settings.topic_ticks.encode()
         sent: list[Any] = []
@@ -376,18 +394,10 @@ class IngestRuntime:
             if dead.bundle_index is not None:
                 headers.append(("bundle_index", str(dead.bundle_index).encode()))
             sent.append(await self.dlq_topic.send(key=dead.key, value=dead.value, headers=headers))
-        for bar in (*result.bars, *coalesce_lasts(result.lasts)):
-            routes = self.routes.get(bar.asset)
-            if not routes:
-                sent.append(
-                    await self.bars_topic.send(key=bar.portfolio.encode(), value=bar.encode())
-                )
-                continue
-            for portfolio in routes:
-                routed = dataclasses.replace(bar, portfolio=portfolio)
-                sent.append(
-                    await self.bars_topic.send(key=portfolio.encode(), value=routed.encode())
-                )
+        for portfolio, bars in self._bars_by_portfolio(result).items():
+            for i in range(0, len(bars), self.bars_per_message):
+                value = Bar.encode_many(bars[i : i + self.bars_per_message])
+                sent.append(await self.bars_topic.send(key=portfolio.encode(), value=value))
         # Faust's send returns a future of the broker's ack (acks=-1: all replicas)
         acks = [asyncio.ensure_future(f) for f in sent if inspect.isawaitable(f)]
         if not acks:
@@ -528,13 +538,13 @@ class RiskRuntime:
         known = self.processor.portfolios
         for event in events:
             try:
-                bar = Bar.decode(event.value)
+                bars = Bar.decode_many(event.value)
             except DataError:
                 self.n_bad += 1
                 continue
-            if bar.portfolio not in known:
-                continue
-            groups.setdefault((bar.portfolio, bar.run_id), []).append(bar)
+            for bar in bars:
+                if bar.portfolio in known:
+                    groups.setdefault((bar.portfolio, bar.run_id), []).append(bar)
         return groups
 
     async def handle(self, events: list[Any]) -> list[DayOutput]:

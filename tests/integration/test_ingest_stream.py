@@ -80,14 +80,20 @@ def test_replay_through_broker_and_worker(kafka_broker, worker):
     n_bars = panel.n_days * panel.n_assets
 
     def done(msgs):
-        closed = [m for m in msgs if m.topic == TOPICS["topic_bars"] and b'"kind":"bar"' in m.value]
+        closed = [
+            b
+            for m in msgs
+            if m.topic == TOPICS["topic_bars"]
+            for b in Bar.decode_many(m.value)
+            if b.kind == "bar"
+        ]
         dead = [m for m in msgs if m.topic == TOPICS["topic_dlq"]]
         return len(closed) >= n_bars and len(dead) >= len(bad)
 
     msgs = consume_until(bootstrap, [TOPICS["topic_bars"], TOPICS["topic_dlq"]], done, timeout=45)
     assert done(msgs), w.log()[-3000:]
 
-    bars = [Bar.decode(m.value) for m in msgs if m.topic == TOPICS["topic_bars"]]
+    bars = [b for m in msgs if m.topic == TOPICS["topic_bars"] for b in Bar.decode_many(m.value)]
     assert all(m.key == b"default" for m in msgs if m.topic == TOPICS["topic_bars"])
     closed = {(b.asset, b.day): b for b in bars if b.kind == "bar"}
     assert len(closed) == n_bars

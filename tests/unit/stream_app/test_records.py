@@ -51,6 +51,8 @@ def test_bar_round_trip(asset, day, ohlc, volume, n, seq, ts, kind, closed_by):
     )
     assert Bar.decode(bar.encode()) == bar
     assert loads(bar.encode())["asset"] == asset
+    other = Bar("B", bar.day, *ohlc, volume, n, seq + 1, seq + 1, ts, ts, "pf", "r1", "last")
+    assert Bar.decode_many(Bar.encode_many([bar, other, bar])) == [bar, other, bar]
 
 
 def test_compact_json():
@@ -66,6 +68,13 @@ def test_bad_bars_raise_data_error():
         Bar.decode(b"[1]")
     with pytest.raises(DataError, match="not a bar"):
         Bar.decode(b'{"asset": "x"}')
+    with pytest.raises(DataError, match="not JSON"):
+        Bar.decode_many(b"[{")
+    with pytest.raises(DataError, match="not a bar or an array of bars"):
+        Bar.decode_many(b"[1]")
+    with pytest.raises(DataError, match="not a bar"):
+        Bar.decode_many(b'[{"asset": "x"}]')
+    assert Bar.decode_many(b"[]") == []
     with pytest.raises(DataError, match="cannot decode tick"):
         Tick.decode(b'{"asset": "x"}')
 
