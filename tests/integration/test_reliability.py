@@ -184,7 +184,9 @@ class Collector:
 def closed_bars(msgs, topic):
     from stream_app.records import Bar
 
-    return [Bar.decode(m.value) for m in msgs if m.topic == topic and b'"kind":"bar"' in m.value]
+    return [
+        b for m in msgs if m.topic == topic for b in Bar.decode_many(m.value) if b.kind == "bar"
+    ]
 
 
 def expected_bars(panel, run_id):
