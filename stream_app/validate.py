@@ -12,6 +12,7 @@ day) belongs to the caller: a plain mapping ``{(run_id, asset): {"seq": int,
 from __future__ import annotations
 
 import enum
+import json
 import math
 import re
 from collections.abc import Collection, Mapping
@@ -27,6 +28,10 @@ _MAX_INT64 = 2**63 - 1
 _ASSET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._^=/-]{0,31}")
 _RUN_ID = re.compile(r"[A-Za-z0-9_.:-]{0,64}")
 _SOURCE_MAX = 64
+#: What orjson rejects but a lenient parser reads as a non-finite float: the literals
+#: ``NaN``/``Infinity``/``-Infinity`` that Python's json writes, and numbers beyond the
+#: double range (``1e999``: orjson says "number is infinity when parsed as double").
+_NON_FINITE_TOKEN = re.compile(rb"NaN|Infinity|[0-9][eE]\+?[0-9]{3}")
 
 
 class Reason(enum.StrEnum):
@@ -116,8 +121,18 @@ def parse_payload(raw: Any, max_bytes: int) -> tuple[Any, Reason | None]:
         return None, Reason.MALFORMED
     if len(raw) > max_bytes:
         return None, Reason.OVERSIZED
+    data = bytes(raw) if not isinstance(raw, bytes | str) else raw
     try:
-        return loads(bytes(raw) if not isinstance(raw, bytes | str) else raw), None
+        return loads(data), None
+    except Exception:
+        pass
+    # A non-finite number is a bad value, not bad JSON: parse it with the stdlib (NaN,
+    # inf) so that the checks name it (non_finite for a price or size).
+    as_bytes = data.encode(errors="replace") if isinstance(data, str) else data
+    if _NON_FINITE_TOKEN.search(as_bytes) is None:
+        return None, Reason.MALFORMED
+    try:
+        return json.loads(data), None
     except Exception:
         return None, Reason.MALFORMED
 

@@ -7,7 +7,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream_app.records import NS_PER_DAY, Tick
-from stream_app.validate import MAX_TS_NS, Reason, validate_tick, validate_tick_obj
+from stream_app.validate import (
+    MAX_TS_NS,
+    Reason,
+    parse_payload,
+    validate_tick,
+    validate_tick_obj,
+)
 
 GOOD = {"asset": "SPY", "ts": 10 * NS_PER_DAY + 5, "price": 101.5, "size": 3.0, "seq": 7}
 
@@ -91,7 +97,9 @@ def test_eod_marker_needs_no_price():
         (b"\xff\xfe", Reason.MALFORMED),
         (b"[1, 2]", Reason.MALFORMED),
         (b"", Reason.MALFORMED),
-        (b'{"asset": "SPY", "ts": 1, "price": NaN, "seq": 1}', Reason.MALFORMED),
+        (b'{"asset": "SPY", "ts": 1, "price": NaN, "seq": 1}', Reason.NON_FINITE),
+        (b'{"asset": "SPY", "ts": 1, "price": NaN, "seq": 1', Reason.MALFORMED),
+        (b'{"asset": "SPY", "ts": 1, "price": "NaN", "seq": 1}', Reason.BAD_TYPE),
         (raw(price=...), Reason.MISSING_FIELD),
         (raw(seq=...), Reason.MISSING_FIELD),
         (raw(asset=...), Reason.MISSING_FIELD),
@@ -119,10 +127,43 @@ def test_reasons(value, reason):
     assert check(value) == (None, reason)
 
 
-def test_non_finite_from_a_lenient_encoder():
-    value = json.dumps({**GOOD, "price": float("inf")}).encode()  # Python writes Infinity
-    # orjson rejects the literal (malformed); the stdlib fallback parses it (non_finite)
-    assert check(value)[1] in (Reason.MALFORMED, Reason.NON_FINITE)
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"price": float("inf")},
+        {"price": float("-inf")},
+        {"price": float("nan")},
+        {"size": float("nan")},
+        {"size": float("inf")},
+        {"price": "1e999"},
+        {"price": "-1E+400"},
+        {"size": "2.5e309"},
+    ],
+)
+def test_non_finite_from_a_lenient_encoder(changes):
+    # Python's json writes NaN/Infinity/-Infinity literals, and 1e999 overflows a
+    # double; orjson rejects both as malformed JSON, the stdlib re-parse lets the
+    # price/size check name the fault
+    value = json.dumps({**GOOD, **changes}).encode()
+    value = value.replace(b'"1e999"', b"1e999").replace(b'"-1E+400"', b"-1E+400")
+    value = value.replace(b'"2.5e309"', b"2.5e309")
+    assert check(value) == (None, Reason.NON_FINITE)
+    assert check(value.decode()) == (None, Reason.NON_FINITE)  # str input too
+
+
+def test_non_finite_literal_in_a_bundle_parses_per_item():
+    value = json.dumps([GOOD, {**GOOD, "seq": 8, "price": float("nan")}]).encode()
+    items, reason = parse_payload(value, 4096)
+    assert reason is None and len(items) == 2
+    assert validate_tick_obj(items[0], {})[1] is None
+    assert validate_tick_obj(items[1], {}) == (None, Reason.NON_FINITE)
+
+
+def test_non_finite_literal_does_not_rescue_other_faults():
+    assert parse_payload(b'{"price": NaN,}', 4096) == (None, Reason.MALFORMED)
+    assert parse_payload(b"NaN", 4096)[1] is None  # a bare number: validate_tick says malformed
+    assert check(b"NaN") == (None, Reason.MALFORMED)
+    assert check(b"-Infinity") == (None, Reason.MALFORMED)
 
 
 def test_oversized_checked_before_parsing():
