@@ -408,7 +408,9 @@ def run_alerts_worker(
     from prometheus_client import CollectorRegistry, start_http_server
 
     from stream_app.app import create_app
+    from stream_app.heap import freeze_startup_objects, keep_heap
 
+    keep_heap()
     settings = settings if settings is not None else Settings()
     registry = registry if registry is not None else CollectorRegistry()
     app = create_app(settings, registry=registry)
@@ -425,6 +427,7 @@ def run_alerts_worker(
     )
     try:
         worker = faust.Worker(app, loglevel=loglevel, redirect_stdouts=False)
+        log.info("froze %d start-up objects out of the cycle collector", freeze_startup_objects())
         with contextlib.suppress(SystemExit):
             worker.execute_from_commandline()
     finally:

@@ -237,3 +237,32 @@ def test_without_redis_alerts_are_only_logged(caplog):
         )
         == 1
     )
+
+
+def test_alerts_worker_keeps_the_heap_and_freezes_start_up_objects(monkeypatch):
+    """``python -m stream_app.alerts_agent`` is its own process: it tunes the allocator
+    and the collector at start-up like ``run_worker`` (faust.Worker and the metrics
+    server are faked: nothing starts)."""
+    import prometheus_client
+
+    import stream_app.heap
+    from stream_app.alerts_agent import run_alerts_worker
+
+    calls = []
+    monkeypatch.setattr(stream_app.heap, "keep_heap", lambda: calls.append("keep_heap"))
+    monkeypatch.setattr(
+        stream_app.heap, "freeze_startup_objects", lambda: calls.append("freeze") or 0
+    )
+
+    class FakeWorker:
+        def __init__(self, app, **kw):
+            calls.append("worker")
+
+        def execute_from_commandline(self):
+            calls.append("run")
+
+    server = types.SimpleNamespace(server_port=0, shutdown=lambda: calls.append("shutdown"))
+    monkeypatch.setattr(faust, "Worker", FakeWorker)
+    monkeypatch.setattr(prometheus_client, "start_http_server", lambda *a, **k: (server, None))
+    run_alerts_worker(Settings(kafka_bootstrap="127.0.0.1:1"), registry=CollectorRegistry())
+    assert calls == ["keep_heap", "worker", "freeze", "run", "shutdown"]
