@@ -77,6 +77,7 @@ from stream_app.consumer import Transport
 from stream_app.faust_tables import raw_keyed_table
 from stream_app.ingest import BatchResult, IngestProcessor, coalesce_lasts
 from stream_app.metrics import IngestMetrics, RiskMetrics
+from stream_app.offsets import OffsetLossMetrics, OffsetMonitor
 from stream_app.records import Bar, RiskSnapshot
 from stream_app.risk import (
     DayOutput,
@@ -698,6 +699,7 @@ def create_app(
     app.fetch_max_wait_ms = settings.consumer_fetch_max_wait_ms
     registry = registry if registry is not None else CollectorRegistry()
     metrics = IngestMetrics(registry)
+    app.riskmon_offsets = OffsetMonitor(OffsetLossMetrics(registry))  # broker restarts
     rt = app.riskmon = IngestRuntime(app, settings, metrics)
     processor = RiskProcessor(
         load_portfolios_for(settings),

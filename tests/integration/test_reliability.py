@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -935,7 +936,9 @@ def test_worker_carries_on_after_a_broker_restart(own_broker, workers, tmp_path)
     """The in-memory broker restarts (its topics and offsets are gone): the worker stays
     up, re-joins its group, and processes what a producer sends once the topics exist
     again; what the broker held before is gone (visible here: the bars of the first
-    days are not on the restarted broker)."""
+    days are not on the restarted broker) and the worker says so (stream_app.offsets:
+    riskmon_consumer_offsets_lost_total / _log_restarts_total, one ERROR line per
+    partition)."""
     from producers.kafka_out import TickPublisher, ensure_topics, replay_panel
     from producers.synthetic import synthetic_panel
 
@@ -959,7 +962,7 @@ def test_worker_carries_on_after_a_broker_restart(own_broker, workers, tmp_path)
     )
     w.wait_ready()
     with TickPublisher(bootstrap, topics["topic_ticks"], run_id="brk-1") as pub:
-        replay_panel(_day_slice(panel, 0, 10), publisher=pub, ticks_per_day=20)
+        before = replay_panel(_day_slice(panel, 0, 10), publisher=pub, ticks_per_day=20)
     wait_until(lambda: w.metric("riskmon_bars_out_total", closed_by="eod") >= 20, 30, "bars", w)
     pid = own_broker.pid
     own_broker.stop()  # by pid
@@ -981,6 +984,34 @@ def test_worker_carries_on_after_a_broker_restart(own_broker, workers, tmp_path)
     assert days == {str(d) for d in panel.dates[10:]}  # the first ten days were lost
     assert w.alive() and "Traceback" not in w.log()
     assert "re-joining group" in w.log() or "joining group" in w.log()
+
+    # the worker reported the loss (stream_app.offsets): each partition it had read
+    # (both of ticks; the one portfolio's of bars) found restarted once, with every
+    # message it had read of the old log
+    tps = [(t, str(p)) for t in (topics["topic_ticks"], topics["topic_bars"]) for p in (0, 1)]
+
+    def reported(name):
+        return {tp: w.metric(name, topic=tp[0], partition=tp[1]) for tp in tps}
+
+    def restarts_found():
+        n = reported("riskmon_consumer_log_restarts_total")
+        return [n[tp] for tp in tps[:2]] == [1, 1] and sorted(n[tp] for tp in tps[2:]) == [0, 1]
+
+    wait_until(restarts_found, 20, "restarts reported", w)
+    restarts = reported("riskmon_consumer_log_restarts_total")
+    lost = reported("riskmon_consumer_offsets_lost_total")
+    assert all((lost[tp] > 0) == (restarts[tp] == 1) for tp in tps), (restarts, lost)
+    # the first ticks of the new log come from offset 0 with another record there: the
+    # whole old log the worker read is counted, one tick (or EOD marker) per message
+    n_ticks = before.ticks + before.eod_markers
+    assert sum(n for (t, _), n in lost.items() if t == topics["topic_ticks"]) == n_ticks
+    lines = re.findall(
+        r"ERROR.*the broker lost messages of (rb-\S+)\[(\d)\].*had read up to offset "
+        r"(\d+) \(from offset (\d+)\), the broker's log now ends at offset (\d+): (\d+) ",
+        w.log(),
+    )
+    logged = {(t, p): float(n) for t, p, _, _, _, n in lines if (t, p) in lost}
+    assert logged == {tp: n for tp, n in lost.items() if n}, lines  # rb-risk[0] too
 
 
 def test_replay_does_not_lose_ticks_silently_across_a_broker_restart(own_broker):
