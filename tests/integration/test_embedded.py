@@ -85,3 +85,41 @@ def test_valkey_with_password(valkey_server):
     with open(f"/proc/{valkey_server.pid}/cmdline", "rb") as fh:
         assert b"it-secret" not in fh.read()
     client.close()
+
+
+def test_true_end_offsets_reach_the_log_end(kafka_broker):
+    """ListOffsets(latest) of the embedded broker stops at the last record batch's base
+    offset + 1; :func:`true_end_offsets` (what Faust's table recovery reads up to in our
+    worker) is the log end: the offset after the last record, every record counted."""
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from kafka import KafkaProducer
+
+    from producers.kafka_out import ensure_topics
+    from stream_app.endoffsets import true_end_offsets
+
+    ensure_topics(kafka_broker.bootstrap, ["emb-eo"], 2)
+    producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap, acks="all", linger_ms=50)
+    # partition 0: one batch of 25 records then a batch of 7; partition 1: nothing
+    for n in (25, 7):
+        futures = [producer.send("emb-eo", b"x", partition=0) for _ in range(n)]
+        producer.flush()
+    producer.close()
+    log_end = max(f.get().offset for f in futures) + 1
+    assert log_end == 32
+
+    async def ends() -> dict:
+        consumer = AIOKafkaConsumer(bootstrap_servers=kafka_broker.bootstrap)
+        await consumer.start()
+        try:
+            tps = [TopicPartition("emb-eo", 0), TopicPartition("emb-eo", 1)]
+            listed = await consumer.end_offsets(tps)
+            true = await true_end_offsets(consumer, tps)
+            return {tp.partition: (listed[tp], true[tp]) for tp in tps}
+        finally:
+            await consumer.stop()
+
+    got = asyncio.run(ends())
+    assert got[0][1] == log_end and got[1][1] == 0
+    assert got[0][0] <= log_end  # tansu: 26 (base offset of the last batch + 1)
