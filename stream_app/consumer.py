@@ -12,6 +12,8 @@ from typing import Any
 
 from faust.transport.drivers import aiokafka as _faust_aiokafka
 
+from stream_app.endoffsets import true_end_offsets
+
 
 class ConsumerThread(_faust_aiokafka.AIOKafkaConsumerThread):
     """Creates the worker's aiokafka consumer with the app's ``fetch_max_wait_ms``."""
@@ -22,6 +24,13 @@ class ConsumerThread(_faust_aiokafka.AIOKafkaConsumerThread):
         if wait_ms is not None:
             consumer._fetch_max_wait_ms = int(wait_ms)
         return consumer
+
+    async def _highwaters(self, partitions: Any) -> Any:
+        """Log end offsets (what table recovery reads up to): ListOffsets checked
+        against a fetch's high watermark, see :mod:`stream_app.endoffsets`."""
+        if self.consumer.in_transaction:
+            return await super()._highwaters(partitions)
+        return await true_end_offsets(self._ensure_consumer(), partitions)
 
 
 class Consumer(_faust_aiokafka.Consumer):
