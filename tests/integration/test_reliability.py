@@ -519,15 +519,9 @@ def test_fuzzed_bad_ticks_do_not_change_the_good_results(kafka_broker, workers, 
 
 
 # -- 2. kill -9 in the middle of a replay ---------------------------------------------------
-@pytest.mark.slow
-@pytest.mark.xfail(
-    strict=False,
-    reason="known: (a) the embedded broker's ListOffsets(latest) is the base offset of the "
-    "last record batch + 1, so Faust's table recovery can miss the newest changelog writes "
-    "(test_embedded_broker_end_offsets; a tansu bug, not ours); (c) once, before the fixes of "
-    "ingest's publish/state order and eviction, the restarted worker started past its "
-    "restored state (not reproduced since). It passes in most runs.",
-)
+# Was a non-strict xfail while the embedded broker's ListOffsets(latest) (the base offset of
+# the last record batch + 1) cut Faust's table recovery short; the worker now reads its end
+# offsets from a fetch's high watermark (stream_app/endoffsets.py), and logs each correction.
 def test_kill9_worker_mid_replay_loses_no_day(kafka_broker, workers, tmp_path):
     _require()
     from producers.kafka_out import ensure_topics, replay_panel
@@ -638,10 +632,12 @@ def test_kill9_worker_mid_replay_loses_no_day(kafka_broker, workers, tmp_path):
 
 
 # -- the two bugs behind the xfail above, pinned deterministically ------------------------------
-@pytest.mark.xfail(strict=True, reason="embedded broker (tansu) bug: reported to the lead")
+@pytest.mark.xfail(strict=True, reason="embedded broker (tansu) bug, worked around in the worker")
 def test_embedded_broker_end_offsets(kafka_broker):
     """ListOffsets(latest) must be the log end offset (what Faust's table recovery reads
-    up to). tansu answers the base offset of the last record batch + 1."""
+    up to). tansu answers the base offset of the last record batch + 1. The worker does
+    not rely on it (stream_app/endoffsets.py, test_embedded.py); this pins the bug, so
+    that a tansu release that fixes it shows here."""
     _require()
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
