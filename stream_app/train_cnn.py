@@ -61,11 +61,19 @@ from models.vol_eval import (
     score_vol,
     squared_error_losses,
 )
-from models.walkforward import WalkForwardResult, walk_forward
+from models.walkforward import WalkForwardResult
+from stream_app.train_common import (
+    ARTIFACT_DIR,
+    load_panel,
+    parse_years,
+    rich_progress,
+    torch_threads,
+    walk_forward_retrained,
+    write_artifact,
+)
 
 #: Version of the training recipe and the shipped artifact's file stem.
 VERSION = "cnn-v1"
-ARTIFACT_DIR = Path(__file__).resolve().parent / "artifacts"
 
 #: Models of the evaluation, in report order ("cnn+har": the mean of the two variance forecasts).
 EVAL_MODELS: tuple[str, ...] = (
@@ -182,20 +190,7 @@ class _Bar:
 
     def __enter__(self) -> _Bar:
         if self.enabled:
-            from rich.progress import (
-                BarColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-            )
-
-            self._progress = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                TextColumn("{task.fields[info]}"),
-                TimeElapsedColumn(),
-                transient=False,
-            )
+            self._progress = rich_progress("{task.description}", "{task.fields[info]}")
             self._progress.__enter__()
         return self
 
@@ -358,10 +353,8 @@ def train(
     prep = prepare(panel, cfg, weights)
     valid = np.all(np.isfinite(prep.target), axis=(1, 2))
     train_rows, val_rows, test_rows = split_rows(valid, purge=max(cfg.horizons))
-    old_threads = torch.get_num_threads()
-    torch.set_num_threads(int(threads))
     t0 = time.perf_counter()
-    try:
+    with torch_threads(threads):
         with _Bar(progress) as bar:
             fitted, data = fit_rows(
                 prep, train_rows, val_rows, seed=seed, progress=bar.trainer(cfg, "train")
@@ -373,8 +366,6 @@ def train(
             name: _metrics(prep, rows, predict_log_var(net, data, pairs_of(rows, s), cfg))
             for name, rows in (("val", val_rows), ("test", test_rows))
         }
-    finally:
-        torch.set_num_threads(old_threads)
     seconds = time.perf_counter() - t0
     y_train = prep.target[train_rows]
     d = prep.dates
@@ -408,10 +399,7 @@ def train(
         n_train_pairs=int(fitted.result.n_train),
     )
     out = Path(out_dir) if out_dir is not None else ARTIFACT_DIR
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / (file_name or f"{VERSION}.pt")
-    torch.save(artifact, path)
-    return path
+    return write_artifact(artifact, out / (file_name or f"{VERSION}.pt"))
 
 
 def load(path: str | Path | None = None) -> dict[str, Any]:
@@ -456,23 +444,6 @@ class DefaultCnnVaR(CnnVaR):
 # ----------------------------------------------------------------------------------------------
 # Evaluation
 # ----------------------------------------------------------------------------------------------
-
-
-def _years(spec: str) -> list[int]:
-    """``"2008,2012-2014"`` -> [2008, 2012, 2013, 2014]."""
-    out: list[int] = []
-    for part in str(spec).split(","):
-        part = part.strip()
-        if not part:
-            continue
-        if "-" in part:
-            a, b = (int(v) for v in part.split("-"))
-            out.extend(range(a, b + 1))
-        else:
-            out.append(int(part))
-    if not out:
-        raise ValueError(f"no years in {spec!r}")
-    return sorted(set(out))
 
 
 def _year_of(dates: NDArray[np.datetime64]) -> NDArray[np.int64]:
@@ -677,7 +648,7 @@ def evaluate(
     """
     if retrain not in ("yearly", "none"):
         raise ValueError(f"retrain must be 'yearly' or 'none', got {retrain!r}")
-    test_years = _years(years) if isinstance(years, str) else sorted(int(y) for y in years)
+    test_years = parse_years(years) if isinstance(years, str) else sorted(int(y) for y in years)
     unknown = set(models) - set(EVAL_MODELS)
     if unknown:
         raise ValueError(f"unknown models {sorted(unknown)}; valid: {EVAL_MODELS}")
@@ -702,11 +673,9 @@ def evaluate(
     all_rows: list[NDArray[np.intp]] = []
     parts: dict[str, list[NDArray[np.float64]]] = {}
     training: list[dict[str, Any]] = []
-    old_threads = torch.get_num_threads()
-    torch.set_num_threads(int(threads))
     prev_state: dict[str, torch.Tensor] | None = None
     t_start = time.perf_counter()
-    try:
+    with torch_threads(threads):
         with _Bar(progress) as bar:
             for year in test_years:
                 test_rows = np.flatnonzero(row_years == year)
@@ -772,8 +741,6 @@ def evaluate(
                 all_rows.append(test_rows)
                 for name, f in fc.items():
                     parts.setdefault(name, []).append(f)
-    finally:
-        torch.set_num_threads(old_threads)
     if not all_rows:
         raise DataError(f"no test rows in years {test_years}")
     rows = np.concatenate(all_rows)
@@ -935,10 +902,8 @@ def fit_artifact(
     n_val = max(round(val_fraction * rows.size), 50)
     train_rows = rows[: rows.size - n_val - max_h]
     val_rows = rows[rows.size - n_val :]
-    old_threads = torch.get_num_threads()
-    torch.set_num_threads(int(threads))
     t0 = time.perf_counter()
-    try:
+    with torch_threads(threads):
         with _Bar(progress) as bar:
             fitted, data = fit_rows(
                 prep,
@@ -950,8 +915,6 @@ def fit_artifact(
                 progress=bar.trainer(cfg, label),
             )
         val_metrics = _metrics(prep, val_rows, _cnn_log_var(fitted, data, prep, val_rows))
-    finally:
-        torch.set_num_threads(old_threads)
     seconds = time.perf_counter() - t0
     d = prep.dates
     last_bar = int(prep.inputs.bar_index[val_rows[-1]]) + max_h
@@ -1052,19 +1015,15 @@ def walk_forward_yearly(
         cfg = replace(cfg, max_epochs=int(max_epochs))
     mk = dict(model_kwargs or {})
     w = np.asarray(weights, dtype=float)
-    r = panel.log_returns()
-    dates = panel.dates[1:]
-    parts: list[WalkForwardResult] = []
-    prev: dict[str, Any] | None = None
-    for year in years:
-        until = np.datetime64(f"{int(year) - 1}-12-31", "D")
+
+    def fit_year(year: int, until: np.datetime64, prev: dict[str, Any] | None) -> dict[str, Any]:
         year_cfg = cfg
         init = None
         if warm and prev is not None:
             init = prev["state_dict"]
             if max_epochs is None:
                 year_cfg = replace(cfg, max_epochs=warm_epochs)
-        art = fit_artifact(
+        return fit_artifact(
             panel,
             until,
             config=year_cfg,
@@ -1073,38 +1032,20 @@ def walk_forward_yearly(
             label=f"<{year}",
             **tk,
         )
-        prev = art
-        first = int(np.searchsorted(dates, np.datetime64(f"{int(year)}-01-01", "D")))
-        start = max(0, first - int(warm_days))
-        model = CnnVaR(w, art, **mk)
-        res = walk_forward(
-            model, r[start:], dates[start:], f"{int(year)}-01-01", f"{int(year)}-12-31"
-        )
-        parts.append(res)
-        if on_year is not None:
-            on_year(int(year), art, res)
-    if not parts:
-        raise ValueError("no test years given")
-    return WalkForwardResult(
-        model=CnnVaR.name,
-        dates=np.concatenate([p.dates for p in parts]),
-        realized=np.concatenate([p.realized for p in parts]),
-        var=np.concatenate([p.var for p in parts]),
-        es=np.concatenate([p.es for p in parts]),
-        levels=parts[0].levels,
-        update_seconds=np.concatenate([p.update_seconds for p in parts]),
+
+    return walk_forward_retrained(
+        panel,
+        years,
+        fit_year,
+        lambda art: CnnVaR(w, art, **mk),
+        warm_days=warm_days,
+        on_year=on_year,
     )
 
 
 # ----------------------------------------------------------------------------------------------
 # Command line
 # ----------------------------------------------------------------------------------------------
-
-
-def _load_panel(data: str | None) -> Panel:
-    from producers.history import load_history
-
-    return load_history(None if data in (None, "shipped") else data)
 
 
 def _overrides(spec: str) -> dict[str, Any]:
@@ -1169,7 +1110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     e.add_argument("--out", default="runs/cnn-eval")
     e.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    panel = _load_panel(args.data)
+    panel = load_panel(args.data)
     overrides = _overrides(args.set)
     if args.epochs is not None:
         overrides["max_epochs"] = args.epochs

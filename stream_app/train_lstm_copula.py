@@ -48,11 +48,18 @@ from models.lstm_marginals import (
     student_t_logpdf,
 )
 from models.panel import Panel
-from models.walkforward import WalkForwardResult, walk_forward
+from models.walkforward import WalkForwardResult
+from stream_app.train_common import (
+    ARTIFACT_DIR,
+    load_panel,
+    parse_years,
+    rich_progress,
+    walk_forward_retrained,
+    write_artifact,
+)
 
 #: Version of the training recipe; part of every artifact's ``model_version``.
 RECIPE_VERSION = "v1"
-ARTIFACT_DIR = Path(__file__).resolve().parent / "artifacts"
 DEFAULT_ARTIFACT_NAME = f"lstm_copula-{RECIPE_VERSION}.pt"
 
 #: Training hyperparameters of the shipped artifact (and the walk-forward default).
@@ -191,14 +198,8 @@ def validation_metrics(net: NumpyMarginals, train: WindowData, val: WindowData) 
 
 
 def _rich_progress(label: str) -> tuple[Callable[[int, int, float, float], None], Any]:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    bar = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("epoch {task.completed}/{task.total}"),
-        TextColumn("{task.fields[msg]}"),
-        TimeElapsedColumn(),
+    bar = rich_progress(
+        "[bold]{task.description}", "epoch {task.completed}/{task.total}", "{task.fields[msg]}"
     )
     task = bar.add_task(label, total=1, msg="")
 
@@ -330,10 +331,7 @@ def from_payload(payload: Mapping[str, Any]) -> LstmArtifact:
 
 def save(artifact: LstmArtifact, path: str | Path) -> Path:
     """Write ``artifact`` to ``path`` with ``torch.save``; returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(to_payload(artifact), path)
-    return path
+    return write_artifact(to_payload(artifact), path)
 
 
 def load(path: str | Path | None = None) -> LstmArtifact:
@@ -425,35 +423,21 @@ def walk_forward_yearly(
     warm = bool(tk.pop("warm_start", False))
     warm_epochs = int(tk.pop("warm_start_epochs", 8))
     mk = dict(model_kwargs or {})
-    r = panel.log_returns()
-    dates = panel.dates[1:]
-    parts: list[WalkForwardResult] = []
-    prev: LstmArtifact | None = None
-    for year in years:
-        until = np.datetime64(f"{int(year) - 1}-12-31", "D")
+
+    def fit_year(year: int, until: np.datetime64, prev: LstmArtifact | None) -> LstmArtifact:
         kw = dict(tk)
         if warm and prev is not None:
             kw["init"] = prev
             kw.setdefault("max_epochs", warm_epochs)
-        art = fit_artifact([panel, *extra], until, label=f"train <{year}", **kw)
-        prev = art
-        first = int(np.searchsorted(dates, np.datetime64(f"{int(year)}-01-01", "D")))
-        start = max(0, first - int(warm_days))
-        model = LstmCopula(weights, art, **mk)
-        res = walk_forward(
-            model, r[start:], dates[start:], f"{int(year)}-01-01", f"{int(year)}-12-31"
-        )
-        parts.append(res)
-        if on_year is not None:
-            on_year(int(year), art, res)
-    return WalkForwardResult(
-        model=LstmCopula.name,
-        dates=np.concatenate([p.dates for p in parts]),
-        realized=np.concatenate([p.realized for p in parts]),
-        var=np.concatenate([p.var for p in parts]),
-        es=np.concatenate([p.es for p in parts]),
-        levels=parts[0].levels,
-        update_seconds=np.concatenate([p.update_seconds for p in parts]),
+        return fit_artifact([panel, *extra], until, label=f"train <{year}", **kw)
+
+    return walk_forward_retrained(
+        panel,
+        years,
+        fit_year,
+        lambda art: LstmCopula(weights, art, **mk),
+        warm_days=warm_days,
+        on_year=on_year,
     )
 
 
@@ -462,16 +446,7 @@ def walk_forward_yearly(
 # ----------------------------------------------------------------------------------------------
 
 
-def _years(spec: str) -> list[int]:
-    if "-" in spec:
-        a, b = spec.split("-", 1)
-        return list(range(int(a), int(b) + 1))
-    return [int(y) for y in spec.split(",")]
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    from producers.history import load_history
-
     ap = argparse.ArgumentParser(
         prog="python -m stream_app.train_lstm_copula",
         description="Train the LSTM marginals of lstm_copula (default: the shipped artifact "
@@ -510,7 +485,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("--save-forecasts", default=None, help="walk-forward: write an .npz here")
     args = ap.parse_args(argv)
-    panel = load_history(args.data)
+    panel = load_panel(args.data)
     fit_kw = {"max_epochs": args.epochs, "num_threads": args.threads, "stride": args.stride}
     if args.walk_forward is None:
         path = train(
@@ -531,7 +506,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from models.backtest import score
 
-    extra = [load_history(None)] if args.extra_shipped else []
+    extra = [load_panel(None)] if args.extra_shipped else []
     w = np.full(panel.n_assets, 1.0 / panel.n_assets)
 
     def on_year(year: int, art: LstmArtifact, res: WalkForwardResult) -> None:
@@ -546,7 +521,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     res = walk_forward_yearly(
         panel,
         w,
-        _years(args.walk_forward),
+        parse_years(args.walk_forward),
         {
             **fit_kw,
             "extra_panels": extra,
