@@ -37,6 +37,7 @@ from numpy.typing import NDArray
 from models.cnn import (
     CnnConfig,
     SampleSet,
+    TrainResult,
     VolCNN,
     VolForecaster,
     VolInputs,
@@ -268,6 +269,13 @@ class Fitted:
     def forecaster(self) -> VolForecaster:
         return VolForecaster(self.config, self.specs, self.state_dict)
 
+    def network(self) -> VolCNN:
+        """A fresh network module holding the trained weights."""
+        cfg = self.config
+        net = VolCNN(len(cfg.channels), cfg.n_extra, len(cfg.horizons), cfg)
+        net.load_state_dict(self.state_dict)
+        return net
+
 
 def fit_rows(
     prep: Prepared,
@@ -353,53 +361,109 @@ def train(
     prep = prepare(panel, cfg, weights)
     valid = np.all(np.isfinite(prep.target), axis=(1, 2))
     train_rows, val_rows, test_rows = split_rows(valid, purge=max(cfg.horizons))
+    artifact, _ = _fit_artifact_rows(
+        prep,
+        train_rows,
+        val_rows,
+        test_rows=test_rows,
+        model_version=f"{VERSION}+seed{seed}",
+        seed=seed,
+        threads=threads,
+        progress=progress,
+        label="train",
+        source=source,
+    )
+    out = Path(out_dir) if out_dir is not None else ARTIFACT_DIR
+    return write_artifact(artifact, out / (file_name or f"{VERSION}.pt"))
+
+
+def _span(dates: NDArray[np.datetime64], rows: NDArray[np.intp]) -> list[str]:
+    """``[first, last]`` day of ``rows``, as ISO strings."""
+    return [str(dates[rows[0]]), str(dates[rows[-1]])]
+
+
+def _fit_artifact_rows(
+    prep: Prepared,
+    train_rows: NDArray[np.intp],
+    val_rows: NDArray[np.intp],
+    *,
+    test_rows: NDArray[np.intp] | None = None,
+    last_target: str | None = None,
+    model_version: str,
+    seed: int,
+    threads: int,
+    progress: bool,
+    label: str,
+    source: str,
+    init_state: Mapping[str, torch.Tensor] | None = None,
+) -> tuple[dict[str, Any], TrainResult]:
+    """Train on ``prep``'s rows and assemble the artifact (:func:`models.cnn.make_artifact`).
+
+    The network trains on ``train_rows`` and stops early on ``val_rows``
+    (:func:`fit_rows`, ``threads`` torch threads); the artifact's metrics
+    score ``val_rows`` and, if given, ``test_rows``. Its ``period`` holds the
+    days of the row sets, then ``last_target`` if given, and the panel's last day.
+
+    Returns
+    -------
+    artifact : dict
+    result : TrainResult
+        The training record (history, best epoch and loss).
+    """
+    cfg = prep.config
+    scored = {"val": val_rows} if test_rows is None else {"val": val_rows, "test": test_rows}
     t0 = time.perf_counter()
     with torch_threads(threads):
         with _Bar(progress) as bar:
             fitted, data = fit_rows(
-                prep, train_rows, val_rows, seed=seed, progress=bar.trainer(cfg, "train")
+                prep,
+                train_rows,
+                val_rows,
+                seed=seed,
+                init_state=init_state,
+                progress=bar.trainer(cfg, label),
             )
-        net = VolCNN(len(cfg.channels), cfg.n_extra, len(cfg.horizons), cfg)
-        net.load_state_dict(fitted.state_dict)
+        net = fitted.network()
         s = prep.inputs.n_series
         metrics = {
             name: _metrics(prep, rows, predict_log_var(net, data, pairs_of(rows, s), cfg))
-            for name, rows in (("val", val_rows), ("test", test_rows))
+            for name, rows in scored.items()
         }
     seconds = time.perf_counter() - t0
+    panel = prep.panel
+    period: dict[str, Any] = {"first_day": str(panel.dates[0])}
+    period.update(
+        {name: _span(prep.dates, rows) for name, rows in (("train", train_rows), *scored.items())}
+    )
+    if last_target is not None:
+        period["last_target"] = last_target
+    period["until"] = str(panel.dates[-1])
     y_train = prep.target[train_rows]
-    d = prep.dates
+    result = fitted.result
     artifact = make_artifact(
         cfg,
         fitted.specs,
         fitted.state_dict,
         version=VERSION,
-        model_version=f"{VERSION}+seed{seed}",
+        model_version=model_version,
         torch_version=torch.__version__,
         source=str(source),
         assets=list(panel.assets),
         weights=[float(v) for v in prep.weights],
-        period={
-            "first_day": str(panel.dates[0]),
-            "train": [str(d[train_rows[0]]), str(d[train_rows[-1]])],
-            "val": [str(d[val_rows[0]]), str(d[val_rows[-1]])],
-            "test": [str(d[test_rows[0]]), str(d[test_rows[-1]])],
-            "until": str(panel.dates[-1]),
-        },
+        period=period,
         target_range={
             f"h{h}": [float(np.nanmin(y_train[..., j])), float(np.nanmax(y_train[..., j]))]
             for j, h in enumerate(cfg.horizons)
         },
         metrics=metrics,
-        history=[{k: float(v) for k, v in r.items()} for r in fitted.result.history],
-        best_epoch=int(fitted.result.best_epoch),
+        history=[{k: float(v) for k, v in r.items()} for r in result.history],
+        best_epoch=int(result.best_epoch),
         seed=int(seed),
         threads=int(threads),
         train_seconds=float(seconds),
-        n_train_pairs=int(fitted.result.n_train),
+        n_train_pairs=int(result.n_train),
     )
-    out = Path(out_dir) if out_dir is not None else ARTIFACT_DIR
-    return write_artifact(artifact, out / (file_name or f"{VERSION}.pt"))
+    return artifact, result
 
 
 def load(path: str | Path | None = None) -> dict[str, Any]:
@@ -507,8 +571,7 @@ def _cnn_forecast(
 ) -> NDArray[np.float64]:
     cfg = prep.config
     if isinstance(fitted_or_forecaster, Fitted):
-        net = VolCNN(len(cfg.channels), cfg.n_extra, len(cfg.horizons), cfg)
-        net.load_state_dict(fitted_or_forecaster.state_dict)
+        net = fitted_or_forecaster.network()
     else:
         net = fitted_or_forecaster.net
     s = prep.inputs.n_series
@@ -692,12 +755,7 @@ def evaluate(
                 val_rows = before[before.size - n_val :]
                 t0 = time.perf_counter()
                 if forecaster is not None:
-                    data = SampleSet(
-                        *source_rows(forecaster.specs, prep.inputs.windows, prep.n_assets),
-                        prep.inputs.har.astype(np.float32),
-                        prep.relative_target(),
-                        portfolio=prep.n_assets,
-                    )
+                    data = _samples(prep, forecaster.specs)
                     cnn = _cnn_forecast(forecaster, data, prep, test_rows) if want_cnn else None
                     rec: dict[str, Any] = {"year": year, "cnn": "artifact"}
                 else:
@@ -719,8 +777,8 @@ def evaluate(
                         cnn = _cnn_forecast(fitted, data, prep, test_rows)
                         prev_state = fitted.state_dict
                         rec.update(
-                            train=[str(prep.dates[train_rows[0]]), str(prep.dates[train_rows[-1]])],
-                            val=[str(prep.dates[val_rows[0]]), str(prep.dates[val_rows[-1]])],
+                            train=_span(prep.dates, train_rows),
+                            val=_span(prep.dates, val_rows),
                             best_epoch=fitted.result.best_epoch,
                             epochs=len(fitted.result.history),
                             best_val_loss=fitted.result.best_val_loss,
@@ -902,63 +960,23 @@ def fit_artifact(
     n_val = max(round(val_fraction * rows.size), 50)
     train_rows = rows[: rows.size - n_val - max_h]
     val_rows = rows[rows.size - n_val :]
-    t0 = time.perf_counter()
-    with torch_threads(threads):
-        with _Bar(progress) as bar:
-            fitted, data = fit_rows(
-                prep,
-                train_rows,
-                val_rows,
-                seed=seed,
-                config=cfg,
-                init_state=init_state,
-                progress=bar.trainer(cfg, label),
-            )
-        val_metrics = _metrics(prep, val_rows, _cnn_log_var(fitted, data, prep, val_rows))
-    seconds = time.perf_counter() - t0
-    d = prep.dates
     last_bar = int(prep.inputs.bar_index[val_rows[-1]]) + max_h
-    y_train = prep.target[train_rows]
-    return make_artifact(
-        cfg,
-        fitted.specs,
-        fitted.state_dict,
-        version=VERSION,
+    artifact, result = _fit_artifact_rows(
+        prep,
+        train_rows,
+        val_rows,
+        last_target=str(cut.dates[min(last_bar, cut.n_days - 1)]),
         model_version=f"{VERSION}+{cut.dates[-1]}.s{int(seed)}",
-        torch_version=torch.__version__,
-        source=str(source),
-        assets=list(cut.assets),
-        weights=[float(v) for v in prep.weights],
-        period={
-            "first_day": str(cut.dates[0]),
-            "train": [str(d[train_rows[0]]), str(d[train_rows[-1]])],
-            "val": [str(d[val_rows[0]]), str(d[val_rows[-1]])],
-            "last_target": str(cut.dates[min(last_bar, cut.n_days - 1)]),
-            "until": str(cut.dates[-1]),
-        },
-        target_range={
-            f"h{h}": [float(np.nanmin(y_train[..., j])), float(np.nanmax(y_train[..., j]))]
-            for j, h in enumerate(cfg.horizons)
-        },
-        metrics={"val": val_metrics},
-        history=[{k: float(v) for k, v in r.items()} for r in fitted.result.history],
-        best_epoch=int(fitted.result.best_epoch),
-        best_val_loss=float(fitted.result.best_val_loss),
-        seed=int(seed),
-        threads=int(threads),
-        train_seconds=float(seconds),
-        n_train_pairs=int(fitted.result.n_train),
-        warm_start=init_state is not None,
+        seed=seed,
+        threads=threads,
+        progress=progress,
+        label=label,
+        source=source,
+        init_state=init_state,
     )
-
-
-def _cnn_log_var(
-    fitted: Fitted, data: SampleSet, prep: Prepared, rows: NDArray[np.intp]
-) -> NDArray[np.float64]:
-    cfg = fitted.config
-    net = VolCNN(len(cfg.channels), cfg.n_extra, len(cfg.horizons), cfg)
-    net.load_state_dict(fitted.state_dict)
-    return predict_log_var(net, data, pairs_of(rows, prep.inputs.n_series), cfg)
+    artifact["best_val_loss"] = float(result.best_val_loss)
+    artifact["warm_start"] = init_state is not None
+    return artifact
 
 
 def walk_forward_yearly(

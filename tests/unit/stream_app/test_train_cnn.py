@@ -90,6 +90,23 @@ def test_train_writes_a_weights_only_artifact(trained):
     assert f.config.horizons == (1, 5, 10)
 
 
+def test_fit_artifact_holds_no_test_part_and_records_the_refit(panel):
+    art = train_cnn.fit_artifact(panel, "2011-12-30", config=TINY, seed=2, threads=1)
+    assert list(art["period"]) == ["first_day", "train", "val", "last_target", "until"]
+    p = art["period"]
+    assert p["train"][1] < p["val"][0] <= p["val"][1] <= p["last_target"] <= p["until"]
+    assert p["until"] <= "2011-12-30"
+    assert set(art["metrics"]) == {"val"}
+    assert art["model_version"] == f"{train_cnn.VERSION}+{p['until']}.s2"
+    assert art["best_val_loss"] == min(h["val_loss"] for h in art["history"])
+    assert art["warm_start"] is False
+    warm = train_cnn.fit_artifact(
+        panel, "2011-12-30", config=TINY, seed=2, threads=1, init_state=art["state_dict"]
+    )
+    assert warm["warm_start"] is True
+    assert CnnVaR([0.5, 0.3, 0.2], warm).name == "cnn"
+
+
 @pytest.mark.slow
 def test_train_is_deterministic_for_a_seed(panel, trained, tmp_path):
     again = train(
