@@ -82,7 +82,7 @@ from torch import nn
 
 from models.base import check_weights
 from models.exceptions import DataError, NotEnoughObservations
-from models.features import FEATURE_NAMES, FeatureState
+from models.features import FEATURE_NAMES, FeatureState, positive_prices
 from models.heatmap import HeatmapSpec, block_index
 from models.vol_baselines import realized_vol_target
 from models.windows import RollingWindow
@@ -393,8 +393,7 @@ class VolInputState:
         v: NDArray[np.float64] | None,
     ) -> None:
         n = self.n_assets
-        if c.shape != (n,) or not np.all(np.isfinite(c) & (c > 0)):
-            raise DataError(f"expected {n} finite positive closes, got {c!r}")
+        positive_prices(c, n)
         port = self._close[n]
         if self.n_bars_ > 0:
             gross = float(self.weights @ np.expm1(np.log(c / self._close[:n])))

@@ -43,7 +43,8 @@ from scipy import stats
 
 from models.base import LEVELS, RiskForecast, VaRModel
 from models.cnn import CnnConfig, VolForecaster, VolInputState
-from models.exceptions import DataError, NotEnoughObservations
+from models.exceptions import NotEnoughObservations
+from models.features import positive_prices
 from models.measures import var_es_from_samples, var_es_student_t
 
 __all__ = ["CnnVaR"]
@@ -206,9 +207,7 @@ class CnnVaR(VaRModel):
         full bar to the network's features when the artifact uses
         ``bars="ohlcv"``.
         """
-        c = np.asarray(close, dtype=float)
-        if c.shape != (self.n_assets,) or not np.all(np.isfinite(c) & (c > 0)):
-            raise DataError(f"expected {self.n_assets} finite positive closes, got {c!r}")
+        c = positive_prices(close, self.n_assets)
         first = self._inputs.n_bars_ == 0
         x = None if first else np.log(c / self._inputs.last_close_)
         if x is not None:

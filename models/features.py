@@ -18,7 +18,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from models.exceptions import DataError, NotEnoughObservations
 
-__all__ = ["FEATURE_NAMES", "FeatureState", "features_from_panel"]
+__all__ = ["FEATURE_NAMES", "FeatureState", "features_from_panel", "positive_prices"]
 
 #: Columns of :meth:`FeatureState.get`, in this order.
 FEATURE_NAMES: tuple[str, ...] = (
@@ -41,6 +41,43 @@ def _log_ratio(a: NDArray[np.float64], b: NDArray[np.float64]) -> NDArray[np.flo
         q = a / b
     ok = np.isfinite(q) & (q >= np.finfo(np.float64).tiny)
     return np.where(ok, np.log(np.where(ok, q, 1.0)), np.log(a) - np.log(b))
+
+
+def positive_prices(values: ArrayLike, n_assets: int, name: str = "close") -> NDArray[np.float64]:
+    """One day's prices of ``n_assets`` assets, checked: finite and > 0.
+
+    Parameters
+    ----------
+    values : array-like of shape (n_assets,)
+    n_assets : int
+    name : str, default="close"
+        What the prices are (``open``, ``high``, ...), for the error message.
+
+    Returns
+    -------
+    ndarray of shape (n_assets,)
+        ``values`` as float64.
+
+    Raises
+    ------
+    DataError
+        (a ``ValueError``) on another shape, or a non-finite or non-positive price.
+
+    Examples
+    --------
+    >>> positive_prices([100.0, 1.35], 2)
+    array([100.  ,   1.35])
+    >>> positive_prices([100.0, 0.0], 2, "low")
+    Traceback (most recent call last):
+    ...
+    models.exceptions.DataError: low prices must be finite and > 0, got [100.   0.]
+    """
+    p = np.asarray(values, dtype=np.float64)
+    if p.shape != (n_assets,):
+        raise DataError(f"{name} has shape {p.shape}, expected {(n_assets,)}")
+    if not np.all(np.isfinite(p) & (p > 0)):
+        raise DataError(f"{name} prices must be finite and > 0, got {p}")
+    return p
 
 
 class FeatureState:
@@ -178,15 +215,10 @@ class FeatureState:
             price, or a negative volume. The state is left unchanged.
         """
         shape = (self.n_assets,)
-        prices = []
-        for name, a in (("open", open), ("high", high), ("low", low), ("close", close)):
-            p = np.asarray(a, dtype=np.float64)
-            if p.shape != shape:
-                raise DataError(f"{name} has shape {p.shape}, expected {shape}")
-            if not np.all(np.isfinite(p) & (p > 0)):
-                raise DataError(f"{name} prices must be finite and > 0, got {p}")
-            prices.append(p)
-        o, h, lo, c = prices
+        o, h, lo, c = (
+            positive_prices(a, self.n_assets, name)
+            for name, a in (("open", open), ("high", high), ("low", low), ("close", close))
+        )
         v = np.zeros(shape) if volume is None else np.asarray(volume, dtype=np.float64)
         if v.shape != shape:
             raise DataError(f"volume has shape {v.shape}, expected {shape}")

@@ -20,7 +20,7 @@ from models.cnn import (
     vol_targets,
 )
 from models.cnn_var import CnnVaR
-from models.exceptions import NotEnoughObservations
+from models.exceptions import DataError, NotEnoughObservations
 from models.measures import var_es_from_samples, var_es_student_t
 from models.walkforward import walk_forward
 
@@ -169,6 +169,25 @@ def test_update_bar_matches_update_on_close_only_artifact(artifact, data):
     b = _model(artifact).fit(np.diff(np.log(closes), axis=0))
     assert a.n_seen_ == b.n_seen_ == data.shape[0]
     np.testing.assert_allclose(a.predict().var, b.predict().var, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("close", "message"),
+    [
+        ([100.0, 0.0], r"close prices must be finite and > 0"),
+        ([100.0, np.nan], r"close prices must be finite and > 0"),
+        ([100.0, 50.0, 1.0], r"close has shape \(3,\), expected \(2,\)"),
+    ],
+)
+def test_update_bar_rejects_a_bad_close_and_keeps_its_state(artifact, data, close, message):
+    m = _model(artifact)
+    ok = np.array([100.0, 50.0])
+    m.update_bar(ok, ok, ok, ok)
+    m.update_bar(ok * 1.01, ok * 1.01, ok * 1.01, ok * 1.01)
+    before = pickle.dumps(m)
+    with pytest.raises(DataError, match=message):
+        m.update_bar(ok, ok, ok, close)
+    assert pickle.dumps(m) == before
 
 
 @pytest.mark.parametrize("n_assets", [2, 10, 200])
