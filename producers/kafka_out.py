@@ -134,9 +134,9 @@ class TickPublisher:
         self._next_seq[asset] = seq + 1
         return seq
 
-    def send_tick(self, asset: str, ts: int, price: float, size: float = 0.0) -> Any:
-        """Send one trade; returns kafka-python's future."""
-        value = {
+    def _tick_value(self, asset: str, ts: int, price: float, size: float = 0.0) -> dict[str, Any]:
+        """The JSON object of one trade, with the asset's next sequence number."""
+        value: dict[str, Any] = {
             "asset": asset,
             "ts": int(ts),
             "price": float(price),
@@ -146,7 +146,11 @@ class TickPublisher:
         }
         if self.run_id:
             value["run_id"] = self.run_id
-        return self.send_raw(asset.encode(), dumps(value))
+        return value
+
+    def send_tick(self, asset: str, ts: int, price: float, size: float = 0.0) -> Any:
+        """Send one trade; returns kafka-python's future."""
+        return self.send_raw(asset.encode(), dumps(self._tick_value(asset, ts, price, size)))
 
     def send_bundle(self, asset: str, rows: Iterable[tuple[int, float, float]]) -> Any:
         """Send several trades of one asset as one message (a JSON array of ticks).
@@ -154,19 +158,7 @@ class TickPublisher:
         ``rows`` are ``(ts, price, size)`` in event-time order; each gets its own
         sequence number. Bundles cut the per-message cost of the stream workers.
         """
-        items = []
-        for ts, price, size in rows:
-            item: dict[str, Any] = {
-                "asset": asset,
-                "ts": int(ts),
-                "price": float(price),
-                "size": float(size),
-                "seq": self.next_seq(asset),
-                "source": self.source,
-            }
-            if self.run_id:
-                item["run_id"] = self.run_id
-            items.append(item)
+        items = [self._tick_value(asset, ts, price, size) for ts, price, size in rows]
         if not items:
             return None
         return self.send_raw(asset.encode(), dumps(items))

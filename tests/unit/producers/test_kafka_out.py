@@ -83,6 +83,19 @@ def test_publisher_config_and_sequences(fake):
     assert prod.closed and prod.flushed >= 1
 
 
+def test_bundle_items_are_the_ticks_send_tick_would_send(fake):
+    one = TickPublisher("h:1", run_id="r1", source="replay")
+    one.send_tick("A", 5, 1.5, 2.0)
+    one.send_tick("A", 6, 1.6, 0.0)
+    many = TickPublisher("h:1", run_id="r1", source="replay")
+    assert many.send_bundle("A", []) is None
+    many.send_bundle("A", [(5, 1.5, 2.0), (6, 1.6, 0.0)])
+    singles = [loads(v) for _, _, v in fake.instances[0].sent]
+    (bundle,) = [loads(v) for _, _, v in fake.instances[1].sent]
+    assert bundle == singles
+    assert [m["seq"] for m in bundle] == [0, 1]
+
+
 def test_live_sequence_survives_a_restart(fake):
     first = TickPublisher("h:1", source="live")
     s1 = first.next_seq("A")
