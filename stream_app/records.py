@@ -242,13 +242,7 @@ class Bar:
 
     @classmethod
     def decode(cls, raw: bytes) -> Bar:
-        try:
-            data = loads(raw)
-        except ValueError as exc:
-            raise DataError(f"bar is not JSON: {raw[:200]!r}") from exc
-        if not isinstance(data, dict):
-            raise DataError(f"bar is not a JSON object: {raw[:200]!r}")
-        return cls.from_dict(data)
+        return cls.from_dict(_json_object(raw, "bar"))
 
     @staticmethod
     def encode_many(bars: Sequence[Bar]) -> bytes:
@@ -527,13 +521,18 @@ class RiskSnapshot:
         >>> RiskSnapshot.decode(s.encode()) == s
         True
         """
-        try:
-            data = loads(raw)
-        except ValueError as exc:
-            raise DataError(f"risk snapshot is not JSON: {raw[:200]!r}") from exc
-        if not isinstance(data, dict):
-            raise DataError(f"risk snapshot is not a JSON object: {raw[:200]!r}")
-        return cls.from_dict(data)
+        return cls.from_dict(_json_object(raw, "risk snapshot"))
+
+
+def _json_object(raw: bytes | str, what: str) -> dict[str, Any]:
+    """``raw`` parsed as a JSON object; :class:`DataError` naming ``what`` otherwise."""
+    try:
+        data = loads(raw)
+    except ValueError as exc:
+        raise DataError(f"{what} is not JSON: {raw[:200]!r}") from exc
+    if not isinstance(data, dict):
+        raise DataError(f"{what} is not a JSON object: {raw[:200]!r}")
+    return data
 
 
 _SNAPSHOT_FIELDS = tuple(f.name for f in fields(RiskSnapshot))

@@ -11,6 +11,7 @@ from models.exceptions import DataError
 from stream_app.records import (
     NS_PER_DAY,
     Bar,
+    RiskSnapshot,
     Tick,
     day_index,
     day_to_iso,
@@ -77,6 +78,15 @@ def test_bad_bars_raise_data_error():
     assert Bar.decode_many(b"[]") == []
     with pytest.raises(DataError, match="cannot decode tick"):
         Tick.decode(b'{"asset": "x"}')
+
+
+def test_bad_risk_snapshots_raise_data_error():
+    with pytest.raises(DataError, match="risk snapshot is not JSON"):
+        RiskSnapshot.decode(b"{")
+    with pytest.raises(DataError, match="risk snapshot is not a JSON object"):
+        RiskSnapshot.decode("[1]")
+    with pytest.raises(DataError, match="not a risk snapshot"):
+        RiskSnapshot.decode(b'{"portfolio": "p"}')
 
 
 @given(st.datetimes(min_value=dt.datetime(1970, 1, 1), max_value=dt.datetime(2199, 12, 31)))
