@@ -1,4 +1,4 @@
-"""Report what a restarted broker lost: a partition's log that starts over under the worker.
+"""Report what a restarted broker lost, and read its new logs once, from their start.
 
 The embedded broker keeps topics and the group's committed offsets in memory. After
 it restarts, the worker re-joins its group and reads the new, empty logs from the
@@ -8,57 +8,91 @@ module makes the loss visible: counters in the worker's registry and one ERROR l
 line per partition (:class:`OffsetMonitor`, hooked into each fetched batch by
 :class:`stream_app.consumer.Consumer`).
 
-How a restarted log shows in a fetched batch (the pure part is :class:`OffsetLedger`;
-per partition it keeps the offset this worker started reading the log at, the
-timestamp of that record, and the next offset after the highest it fetched):
+Until the re-join (about one heartbeat, or longer) the worker's fetch position still
+points into the old log, and tansu answers a fetch past the log end with no records
+and no OFFSET_OUT_OF_RANGE (aiokafka keeps the position). :class:`RestartGuard`, in
+the consumer's thread around each fetch (:class:`stream_app.consumer.ConsumerThread`),
+finds the restart before anything is read from there:
 
-* **replaced**: the batch holds the worker's start offset again, with another record
-  there (another timestamp): the log was rebuilt from that offset or earlier, so
-  every offset this worker had read, from its start to its offset, is gone;
-* **shorter**: the fetch response's high watermark (the log end offset; tansu reports
-  it right, unlike its ListOffsets) is below the offset this worker had fetched up
-  to. A log never shrinks otherwise. The offsets between the new end (or the start,
-  if the end is below it) and the worker's offset are gone.
+* **log end below the position**: the high watermark of the last fetch response (even
+  an empty one; tansu's is right, unlike its ListOffsets) is below the partition's
+  fetch position. Found at the first fetch after the topic exists again.
+* **another record where the worker was**: a new log that has already outgrown the
+  worker's position by its first fetch (the producer is quick) shows no such thing.
+  So after a lost broker connection (every broker restart closes it), the first
+  records fetched that continue right after the last record this worker fetched are
+  held back, the partition is sought back to that last record and the record found
+  there compared with it (timestamp, key, value): the same one is dropped (delivered
+  already) and reading goes on; another one means a new log.
 
-Both are looked at only when a batch starts below the worker's offset (a re-read
-after a rebalance, or a restarted log): the common case costs one comparison and one
-dictionary update per partition and batch.
+A restarted partition is sought to offset 0 and held (its records dropped) until the
+group's next assignment, and a re-join is requested at once: the group re-forms on
+the restarted broker, which has no committed offsets, so the new log is read from
+offset 0, once (reading it before the re-join would read its start twice: ingest
+would dead-letter the second reading as ``duplicate_seq``). :class:`Consumer
+<stream_app.consumer.Consumer>` also holds back stream records fetched while Faust
+rebalances (Faust drops them and seeks to the committed offsets, which a new group on
+a restarted broker does not have: they would be skipped).
+
+In the main thread, a batch shows a restarted log to the pure :class:`OffsetLedger`
+(per partition: the offset this worker started reading the log at, the timestamp of
+that record, the next offset after the highest it fetched) when it starts below the
+worker's offset (a re-read after a rebalance, or a restarted log) and
+
+* **replaced**: holds the worker's start offset again, with another record there
+  (another timestamp): the log was rebuilt from that offset or earlier, so every
+  offset this worker had read, from its start to its offset, is gone (the re-join
+  came before the guard saw anything, e.g. a broker down for longer than a heartbeat);
+* **shorter**: the fetch response's high watermark is below the offset this worker
+  had fetched up to (the guard, when present, finds this first).
+
+The common case costs one comparison and one dictionary update per partition and
+batch here, and per fetch a comparison of two numbers per assigned partition in the
+guard. Restarts the guard finds count the whole range this worker had read of the old
+log as lost (it reads the new one from offset 0).
 
 Faust's read offsets: ``Consumer._drain_messages`` drops a message whose offset is
 below the partition's recorded read offset ("DROPPED MESSAGE ROFF", at dev log
-level). A rebalance clears them (``on_partitions_revoked`` pops them and
-``perform_seek`` sets them from the broker's committed offsets), and a broker restart
-always makes the worker re-join (the broker no longer knows its member id), so the
-new log is read from its start without drops: that is what the reliability test
-sees. Before the re-join, a broker that answers a fetch past the log end with
-OFFSET_OUT_OF_RANGE (Kafka; tansu answers no records and keeps the position) makes
-aiokafka reset the position to the earliest offset, and Faust would drop the new
-log's messages as already read (and, had later ones been acknowledged and committed
-meanwhile, skip them for good). When a fetch finds the log restarted,
-:meth:`OffsetMonitor.on_fetched` therefore forgets Faust's read and commit
-bookkeeping of that partition before the batch is delivered.
+level). A rebalance clears them, but a restart found before the re-join would have
+the new log's messages dropped as already read: :class:`OffsetMonitor` forgets Faust's
+read and commit bookkeeping of a restarted partition before its new records are
+delivered.
 
-Not detected, or miscounted: until the re-join the fetch position still points past
-the old log; a new log already longer than that is read on from there as if nothing
-had happened (offsets alone cannot tell). If that offset gets committed (tansu
-accepts the stale member's commit) the new log's first messages are never read;
-otherwise the re-join re-reads the new log from 0, which is found here, but with
-the window's reads counted as lost too (and ingest dead-letters the re-read ticks as
-``duplicate_seq``). ``test_new_log_longer_than_the_old_one_before_the_rejoin``
-(xfail) pins it. Also unseen: a worker that started reading the old log past offset
-0 and re-reads the new one from above that start, and a log replaced by records
-with the very same timestamps.
+Not detected, or miscounted:
+
+* a partition this worker had fetched nothing from since it started (or whose last
+  fetched record it no longer knows: the position was sought elsewhere), whose new
+  log outgrows its committed-offset position before the first fetch after the
+  restart and before the re-join: read on from there;
+* a log replaced by records with the very same timestamps, keys and values at the
+  compared offset (the worker's start offset, or its last record);
+* a worker that started reading the old log past offset 0, re-joins before the guard
+  sees anything, and re-reads the new log from above that start;
+* acknowledgements of old-log messages still in flight when a restart is found are
+  forgotten, but ones that come after could be committed with the new log's offsets
+  (in practice the broker is down for a while and nothing is in flight);
+* a log that only got shorter (kept its records below the new end) is treated as a
+  new one: read again from offset 0 (its surviving prefix twice), all counted lost.
 """
 
 from __future__ import annotations
 
 import bisect
+import collections
 import dataclasses
 import logging
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from typing import Any
 
-__all__ = ["LogRestart", "OffsetLedger", "OffsetLossMetrics", "OffsetMonitor"]
+__all__ = [
+    "LogRestart",
+    "OffsetLedger",
+    "OffsetLossMetrics",
+    "OffsetMonitor",
+    "RestartGuard",
+    "same_record",
+]
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +114,11 @@ class LogRestart:
     lost : int
         Offsets this worker had read that the broker no longer has.
     replaced : bool
-        True: another record at ``start_offset`` (the whole read range is gone);
-        False: only the log end moved back below ``worker_offset``.
+        True: another record at ``start_offset`` (or at ``changed_at``): the whole read
+        range is gone; False: the log end moved back below ``worker_offset``.
+    changed_at : int or None
+        Where another record was found, if not at ``start_offset`` (the last offset
+        this worker had read, re-read after a lost broker connection).
     """
 
     topic: str
@@ -91,12 +128,14 @@ class LogRestart:
     broker_offset: int | None
     lost: int
     replaced: bool
+    changed_at: int | None = None
 
     def message(self) -> str:
         """The ERROR log line."""
         end = "unknown" if self.broker_offset is None else str(self.broker_offset)
+        at = self.start_offset if self.changed_at is None else self.changed_at
         how = (
-            f"another record is at offset {self.start_offset} now"
+            f"another record is at offset {at} now"
             if self.replaced
             else "its log is shorter than the worker's offset"
         )
@@ -173,6 +212,280 @@ class OffsetLedger:
         self.start[tp] = (first, records[0].timestamp)
         return LogRestart(str(tp[0]), int(tp[1]), start, seen, highwater, lost, replaced)
 
+    def log_ended(
+        self, tp: Any, position: int, highwater: int | None, changed_at: int | None = None
+    ) -> LogRestart:
+        """The consumer's thread found the log of ``tp`` restarted (see
+        :class:`RestartGuard`): it ends at ``highwater``, below the worker's fetch
+        ``position``, or (``changed_at``) another record is at the last offset the
+        worker had read. A new log, read again from offset 0: everything this worker
+        had read of the old one is counted lost. Forgets ``tp``: the first batch of the
+        new log starts a new entry.
+
+        Examples
+        --------
+        >>> from collections import namedtuple
+        >>> R = namedtuple("R", "offset timestamp")
+        >>> ledger = OffsetLedger()
+        >>> _ = ledger.fetched(("t", 0), [R(o, 1000 + o) for o in range(30, 100)], 100)
+        >>> restart = ledger.log_ended(("t", 0), 100, 0)
+        >>> restart.start_offset, restart.worker_offset, restart.lost, ("t", 0) in ledger.seen
+        (30, 100, 70, False)
+        """
+        seen = self.seen.pop(tp, None)
+        start, _ = self.start.pop(tp, (None, None))
+        worker = position if seen is None else max(seen, position)
+        if start is None or start > worker:  # nothing read of the old log
+            start = worker
+        return LogRestart(
+            str(tp[0]),
+            int(tp[1]),
+            start,
+            worker,
+            highwater,
+            worker - start,
+            changed_at is not None,
+            changed_at,
+        )
+
+
+def same_record(a: Any, b: Any) -> bool:
+    """Whether two fetched records (``offset``, ``timestamp``, ``key``, ``value``) are
+    the same message."""
+    return (
+        a.offset == b.offset
+        and a.timestamp == b.timestamp
+        and a.key == b.key
+        and a.value == b.value
+    )
+
+
+def _now_ms() -> int:
+    return int(1000 * time.time())  # aiokafka's clock for TopicPartitionState.timestamp
+
+
+class RestartGuard:
+    """In the consumer's thread, around each fetch: finds a restarted partition log
+    before any of its new messages are delivered from the old position.
+
+    aiokafka's consumer (and everything here) lives in Faust's consumer thread
+    (:class:`stream_app.consumer.ConsumerThread` calls :meth:`before_fetch`,
+    :meth:`after_fetch` and :meth:`connection_lost`); what it finds goes to
+    ``pending`` (``(tp, position, high watermark or None, changed offset or None)``),
+    which :class:`OffsetMonitor` reports in the main thread.
+
+    * **log end below the position** (:meth:`before_fetch`): the last fetch response's
+      high watermark (even with no records) is below the partition's fetch position.
+    * **another record where the worker was** (:meth:`after_fetch`): after a lost
+      broker connection (:meth:`connection_lost`), the first records fetched since
+      that continue exactly after the last record this worker fetched; they are held
+      back, the partition is sought back to that last record, and the record found
+      there is compared with it (timestamp, key, value). The same record: it is
+      dropped (already delivered) and the rest goes on; another one: the log
+      restarted.
+
+    A restarted partition is sought to offset 0 and held (its records dropped) until
+    the group's next assignment, and a re-join is requested: the group re-forms on
+    the restarted broker, which has no committed offsets, so the new log is read
+    once, from offset 0 (reading it before the re-join would read its start twice).
+    A hold that outlasts ``hold_s`` is released where it is (at offset 0).
+
+    Parameters
+    ----------
+    pending : collections.deque
+        Where restarts go.
+    hold_s : float
+        Longest hold of a restarted partition (no re-join came).
+
+    Examples
+    --------
+    >>> import collections
+    >>> from types import SimpleNamespace as NS
+    >>> states = {("t", 0): NS(highwater=40, has_valid_position=True, position=210)}
+    >>> assignment = NS(tps=frozenset(states), state_value=states.get)
+    >>> guard, seeks = RestartGuard(collections.deque()), []
+    >>> guard.before_fetch(assignment, lambda tp, o: seeks.append((tp, o)), lambda: None)
+    >>> seeks, list(guard.pending)
+    ([(('t', 0), 0)], [(('t', 0), 210, 40, None)])
+    """
+
+    def __init__(self, pending: collections.deque, hold_s: float = 60.0) -> None:
+        if not hold_s > 0:
+            raise ValueError(f"hold_s={hold_s!r}: must be > 0 seconds")
+        self.pending = pending
+        self.hold_s = float(hold_s)
+        #: the last record fetched (handed on for delivery), per partition
+        self.last: dict[Any, Any] = {}
+        #: partitions to re-check since (ms, aiokafka's clock) a lost connection
+        self.unverified: dict[Any, int] = {}
+        #: partitions sought back to their last record: (that record, assignment)
+        self.expect: dict[Any, tuple[Any, Any]] = {}
+        #: restarted partitions held until the next assignment: (assignment, deadline)
+        self.held: dict[Any, tuple[Any, float]] = {}
+        self._lost_at: int | None = None
+
+    def connection_lost(self, now_ms: int | None = None) -> None:
+        """A connection to the broker closed: re-check every assigned partition."""
+        if self._lost_at is None:
+            self._lost_at = _now_ms() if now_ms is None else now_ms
+
+    def before_fetch(
+        self, assignment: Any, seek: Callable[[Any, int], Any], rejoin: Callable[[], Any]
+    ) -> None:
+        """Before each fetch: a log that ends below its fetch position restarted.
+
+        Parameters
+        ----------
+        assignment : aiokafka Assignment or None
+            ``tps`` and ``state_value(tp)`` (``highwater``, ``has_valid_position``,
+            ``position``, ``timestamp``); None: not assigned, nothing to do.
+        seek : callable
+            ``seek(tp, offset)``: the aiokafka consumer's.
+        rejoin : callable
+            Asks the group coordinator for a re-join.
+        """
+        if assignment is None:
+            return
+        if self._lost_at is not None:
+            self._mark_unverified(assignment)
+        if self.held:
+            self._release(assignment, seek)
+        for tp in assignment.tps:
+            state = assignment.state_value(tp)
+            end = state.highwater
+            if end is None or not state.has_valid_position:
+                continue
+            position = state.position
+            if end < position:
+                self._restarted(tp, position, end, None, assignment, seek, rejoin)
+
+    def after_fetch(
+        self,
+        records: MutableMapping[Any, Sequence[Any]],
+        assignment: Any,
+        seek: Callable[[Any, int], Any],
+        rejoin: Callable[[], Any],
+    ) -> None:
+        """After each fetch, before the records go on: drops those of held partitions
+        and of partitions being re-checked (``records`` is changed in place), and
+        remembers each partition's last record."""
+        if not records:
+            return
+        if assignment is not None:
+            if self._lost_at is not None:
+                self._mark_unverified(assignment)
+            if self.held:
+                for tp, (held_in, _) in self.held.items():
+                    if held_in is assignment:
+                        records.pop(tp, None)
+            if self.unverified:
+                self._verify(records, assignment, seek, rejoin)
+        last = self.last
+        for tp, recs in records.items():
+            if recs:
+                last[tp] = recs[-1]
+
+    def _mark_unverified(self, assignment: Any) -> None:
+        since = self._lost_at
+        self._lost_at = None
+        for tp in assignment.tps:
+            self.unverified.setdefault(tp, since)
+
+    def _release(self, assignment: Any, seek: Callable[[Any, int], Any]) -> None:
+        now = time.monotonic()
+        for tp, (held_in, deadline) in list(self.held.items()):
+            if held_in is not assignment:  # the group re-formed: positions are the broker's
+                del self.held[tp]
+            elif now >= deadline:
+                del self.held[tp]
+                log.warning(
+                    "%s[%s]: no re-join within %.0f s of the restart: reading its new log "
+                    "from offset 0 now",
+                    tp[0],
+                    tp[1],
+                    self.hold_s,
+                )
+                _seek(seek, tp, 0)
+
+    def _verify(
+        self,
+        records: MutableMapping[Any, Sequence[Any]],
+        assignment: Any,
+        seek: Callable[[Any, int], Any],
+        rejoin: Callable[[], Any],
+    ) -> None:
+        unverified, expect = self.unverified, self.expect
+        for tp in list(unverified):
+            recs = records.get(tp)
+            if not recs:
+                continue
+            state = assignment.state_value(tp)
+            if state is None:  # not assigned any more
+                del unverified[tp]
+                expect.pop(tp, None)
+                continue
+            fetched_at = getattr(state, "timestamp", None)
+            if fetched_at is not None and fetched_at < unverified[tp]:
+                continue  # fetched before the connection was lost
+            expected = expect.pop(tp, None)
+            if expected is None:
+                last = self.last.get(tp)
+                if last is None or recs[0].offset != last.offset + 1:
+                    del unverified[tp]  # nothing to compare with (or sought elsewhere)
+                    continue
+                del records[tp]  # held back: read the last record again first
+                if _seek(seek, tp, last.offset):
+                    expect[tp] = (last, assignment)
+                else:
+                    del unverified[tp]
+                continue
+            last, sought_in = expected
+            del unverified[tp]
+            first = recs[0]
+            if first.offset != last.offset:
+                continue  # sought elsewhere meanwhile (a re-join): cannot tell
+            if same_record(first, last):
+                if sought_in is assignment:  # delivered already
+                    rest = recs[1:]
+                    if rest:
+                        records[tp] = rest
+                    else:
+                        del records[tp]
+                continue
+            del records[tp]
+            end = getattr(state, "highwater", None)
+            self._restarted(tp, last.offset + 1, end, last.offset, assignment, seek, rejoin)
+
+    def _restarted(
+        self,
+        tp: Any,
+        position: int,
+        end: int | None,
+        changed_at: int | None,
+        assignment: Any,
+        seek: Callable[[Any, int], Any],
+        rejoin: Callable[[], Any],
+    ) -> None:
+        _seek(seek, tp, 0)
+        self.unverified.pop(tp, None)
+        self.expect.pop(tp, None)
+        self.last.pop(tp, None)
+        self.held[tp] = (assignment, time.monotonic() + self.hold_s)
+        self.pending.append((tp, position, end, changed_at))
+        try:
+            rejoin()
+        except Exception:  # the hold's deadline still releases it
+            log.exception("could not ask for a re-join of the group")
+
+
+def _seek(seek: Callable[[Any, int], Any], tp: Any, offset: int) -> bool:
+    try:
+        seek(tp, offset)
+    except Exception as exc:  # not assigned any more
+        log.warning("%s[%s]: could not seek to offset %s: %r", tp[0], tp[1], offset, exc)
+        return False
+    return True
+
 
 class OffsetLossMetrics:
     """``riskmon_consumer_offsets_lost_total`` and ``riskmon_consumer_log_restarts_total``
@@ -187,18 +500,17 @@ class OffsetLossMetrics:
             "Messages of a partition this worker had read that the broker no longer has, "
             "counted when its log is found restarted (an in-memory broker restart): the "
             "offsets from where the worker started reading the old log to its offset "
-            "(another record at the start offset), or from the broker's new log end to "
-            "the worker's offset (the log only got shorter). A lower bound: unread "
-            "messages of the old log are lost too.",
+            "(or from the broker's new log end, if a re-read batch showed the log only "
+            "shorter). A lower bound: unread messages of the old log are lost too.",
             labels,
             namespace="riskmon",
             registry=registry,
         )
         self.restarts = Counter(
             "consumer_log_restarts",
-            "Times this worker found a partition's log restarted under it (another "
-            "record at the offset it started reading at, or the log end below its "
-            "offset): one per partition and restart.",
+            "Times this worker found a partition's log restarted under it (the log end "
+            "below its fetch position, another record at the last offset it read or at "
+            "the offset it started reading at): one per partition and restart.",
             labels,
             namespace="riskmon",
             registry=registry,
@@ -230,6 +542,8 @@ class OffsetMonitor:
     ----------
     metrics : OffsetLossMetrics or None
         None: log only.
+    hold_s : float
+        :class:`RestartGuard`'s longest hold of a restarted partition.
 
     Attributes
     ----------
@@ -237,13 +551,22 @@ class OffsetMonitor:
         Every restart found, in order.
     """
 
-    def __init__(self, metrics: OffsetLossMetrics | None = None) -> None:
+    def __init__(self, metrics: OffsetLossMetrics | None = None, hold_s: float = 60.0) -> None:
         self.ledger = OffsetLedger()
         self.metrics = metrics
         self.restarts: list[LogRestart] = []
+        #: restarts found by :attr:`guard` in the consumer thread, reported by the next
+        #: :meth:`on_fetched` (main thread)
+        self.pending: collections.deque[tuple[Any, int, int | None, int | None]]
+        self.pending = collections.deque()
+        #: the consumer thread's part (:class:`RestartGuard`)
+        self.guard = RestartGuard(self.pending, hold_s=hold_s)
 
     def on_fetched(self, consumer: Any, records: Mapping[Any, Sequence[Any]]) -> None:
-        """A batch from ``consumer._getmany`` (``{tp: [records]}``), before delivery."""
+        """A batch from ``consumer._getmany`` (``{tp: [records]}``, maybe empty), before
+        delivery."""
+        if self.pending:
+            self._report_pending(consumer)
         seen = self.ledger.seen
         for tp, recs in records.items():
             if not recs:
@@ -262,6 +585,20 @@ class OffsetMonitor:
             if restart is not None:
                 self._forget_read_offsets(consumer, tp, recs[0].offset)
                 self.report(restart)
+
+    def _report_pending(self, consumer: Any) -> None:
+        pending = self.pending
+        while pending:
+            tp, position, end, changed_at = pending.popleft()
+            restart = self.ledger.log_ended(tp, position, end, changed_at)
+            self._forget_read_offsets(consumer, tp, 0)
+            self.report(restart)
+            log.warning(
+                "%s[%s]: its log restarted; re-joining the group, then reading the new "
+                "log from offset 0",
+                tp[0],
+                tp[1],
+            )
 
     def report(self, restart: LogRestart) -> None:
         """Count and log one restarted log."""

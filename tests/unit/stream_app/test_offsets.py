@@ -1,15 +1,26 @@
 """stream_app.offsets: a partition's log restarted under the worker is found, counted,
-logged, and Faust's stale read offset of it forgotten."""
+logged, and Faust's stale read offset of it forgotten; the consumer thread's guard finds
+it before the worker reads on from its stale position (stream_app.consumer)."""
 
 import asyncio
 import logging
-from collections import defaultdict, namedtuple
+import time
+from collections import defaultdict, deque, namedtuple
 
 import pytest
 
-from stream_app.offsets import LogRestart, OffsetLedger, OffsetLossMetrics, OffsetMonitor
+from stream_app.offsets import (
+    LogRestart,
+    OffsetLedger,
+    OffsetLossMetrics,
+    OffsetMonitor,
+    RestartGuard,
+    same_record,
+)
 
 R = namedtuple("R", "offset timestamp")
+K = namedtuple("K", "offset timestamp key value")
+T = namedtuple("T", "topic partition")  # like aiokafka's TopicPartition
 TP = ("ticks", 1)
 
 
@@ -204,3 +215,321 @@ def test_the_worker_consumer_hands_each_batch_to_the_apps_monitor():
     assert [len(r.get(TP, [])) for r in got] == [30, 4, 0]  # records passed on unchanged
     assert value(registry, "riskmon_consumer_offsets_lost_total", TP) == 30
     assert consumer._read_offset[TP] is None
+
+
+# -- the ledger's restarts found by the consumer thread ----------------------------------------
+def test_log_ended_counts_everything_read_and_starts_over():
+    ledger = OffsetLedger()
+    ledger.fetched(TP, batch(30, 210), 210)  # started at a committed offset 30
+    restart = ledger.log_ended(TP, 210, 40)
+    assert restart == LogRestart("ticks", 1, 30, 210, 40, 180, False)
+    assert TP not in ledger.seen and TP not in ledger.start
+    # the new log, read from 0, starts a new entry: no second restart
+    assert ledger.fetched(TP, batch(0, 50, t0=9_000), 50) is None
+    assert ledger.start[TP] == (0, 9_000) and ledger.seen[TP] == 50
+
+
+def test_log_ended_with_another_record_at_the_last_offset():
+    ledger = OffsetLedger()
+    ledger.fetched(TP, batch(0, 210), 210)
+    restart = ledger.log_ended(TP, 210, 500, changed_at=209)
+    assert (restart.lost, restart.replaced, restart.changed_at) == (210, True, 209)
+    assert "another record is at offset 209 now" in restart.message()
+    # a partition this worker had read nothing of: a restart, nothing read lost
+    restart = OffsetLedger().log_ended(("bars", 0), 7, 0)
+    assert (restart.start_offset, restart.worker_offset, restart.lost) == (7, 7, 0)
+
+
+def test_same_record():
+    a = K(209, 1_000, b"SPY", b"{}")
+    assert same_record(a, K(209, 1_000, b"SPY", b"{}"))
+    assert not same_record(a, K(209, 1_001, b"SPY", b"{}"))
+    assert not same_record(a, K(209, 1_000, b"TLT", b"{}"))
+    assert not same_record(a, K(209, 1_000, b"SPY", b"[]"))
+    assert not same_record(a, K(208, 1_000, b"SPY", b"{}"))
+
+
+# -- the guard (consumer thread; aiokafka's assignment and seek faked) --------------------------
+
+
+def krecs(lo, hi, t0=1_000):
+    return [K(o, t0 + o, b"SPY", b"v%d" % o) for o in range(lo, hi)]
+
+
+class State:
+    """aiokafka TopicPartitionState: fetch position, last high watermark, fetch time."""
+
+    def __init__(self, position=None, highwater=None, timestamp=None):
+        self.position, self.highwater, self.timestamp = position, highwater, timestamp
+
+    @property
+    def has_valid_position(self):
+        return self.position is not None
+
+
+class Assignment:
+    def __init__(self, states):
+        self.states = states
+        self.tps = frozenset(states)
+
+    def state_value(self, tp):
+        return self.states.get(tp)
+
+
+class Client:
+    """The aiokafka consumer's seek, and the coordinator's re-join, recorded."""
+
+    def __init__(self, assignment):
+        self.assignment, self.seeks, self.rejoins = assignment, [], 0
+
+    def seek(self, tp, offset):
+        self.seeks.append((tp, offset))
+        self.assignment.state_value(tp).position = offset
+
+    def rejoin(self):
+        self.rejoins += 1
+
+    def before(self, guard):
+        guard.before_fetch(self.assignment, self.seek, self.rejoin)
+
+    def after(self, guard, records):
+        records = dict(records)
+        guard.after_fetch(records, self.assignment, self.seek, self.rejoin)
+        return records
+
+
+def consumed(client, tp, recs, highwater, timestamp=None):
+    """The fetcher took ``recs`` of ``tp`` from a response with ``highwater``."""
+    state = client.assignment.state_value(tp)
+    state.position, state.highwater = recs[-1].offset + 1, highwater
+    if timestamp is not None:
+        state.timestamp = timestamp
+    return {tp: recs}
+
+
+TA, TB, TC = T("ticks", 0), T("ticks", 1), T("bars", 0)
+
+
+def test_guard_finds_a_log_end_below_the_position_and_holds_it_until_the_rejoin():
+    guard = RestartGuard(deque())
+    client = Client(Assignment({TA: State(210, 210), TB: State(9), TC: State()}))
+    client.before(guard)
+    assert client.seeks == [] and not guard.pending  # end unknown, no position: nothing
+    client.assignment.state_value(TA).highwater = 40  # an empty fetch of the new log
+    client.before(guard)
+    assert client.seeks == [(TA, 0)] and list(guard.pending) == [(TA, 210, 40, None)]
+    assert client.rejoins == 1 and TA in guard.held
+    client.before(guard)  # found once
+    assert len(guard.pending) == 1 and client.rejoins == 1
+    # until the group re-forms, what is fetched of it is dropped; the rest goes on
+    got = client.after(guard, {**consumed(client, TA, krecs(0, 40), 40), TB: krecs(9, 12)})
+    assert list(got) == [TB]
+    # the re-join: a new assignment; the partition is read from where the broker says
+    client.assignment = Assignment({TA: State(0, None), TB: State(12)})
+    client.before(guard)
+    assert not guard.held and client.seeks == [(TA, 0)]
+    got = client.after(guard, consumed(client, TA, krecs(0, 40), 40))
+    assert [r.offset for r in got[TA]] == list(range(40))
+
+
+def test_guard_releases_a_hold_without_a_rejoin_at_its_deadline():
+    guard = RestartGuard(deque(), hold_s=1e-6)
+    client = Client(Assignment({TA: State(210, 40)}))
+    client.before(guard)
+    assert TA in guard.held
+    consumed(client, TA, krecs(0, 40), 40)
+    time.sleep(0.001)
+    client.before(guard)
+    assert not guard.held and client.seeks == [(TA, 0), (TA, 0)]  # from the start again
+    with pytest.raises(ValueError, match="hold_s=0"):
+        RestartGuard(deque(), hold_s=0)
+
+
+def test_guard_rechecks_the_last_record_after_a_lost_connection_same_log():
+    guard = RestartGuard(deque())
+    client = Client(Assignment({TA: State(0)}))
+    client.after(guard, consumed(client, TA, krecs(0, 210), 210, timestamp=500))
+    guard.connection_lost(now_ms=1_000)
+    # fetched before the connection was lost (still buffered): delivered
+    got = client.after(guard, consumed(client, TA, krecs(210, 220), 230, timestamp=900))
+    assert len(got[TA]) == 10 and TA in guard.unverified
+    # the first records since: held back, the last one (219) read again first
+    got = client.after(guard, consumed(client, TA, krecs(220, 230), 230, timestamp=1_200))
+    assert got == {} and client.seeks == [(TA, 219)]
+    # the same record is there: dropped (delivered already), the rest goes on
+    got = client.after(guard, consumed(client, TA, krecs(219, 240), 240, timestamp=1_300))
+    assert [r.offset for r in got[TA]] == list(range(220, 240))
+    assert not guard.pending and not guard.unverified and not guard.expect
+    assert guard.last[TA].offset == 239
+
+
+def test_guard_finds_another_record_at_the_last_offset_after_a_lost_connection():
+    guard = RestartGuard(deque())
+    client = Client(Assignment({TA: State(0), TB: State(0)}))
+    client.after(guard, {**consumed(client, TA, krecs(0, 210), 210, timestamp=500)})
+    guard.connection_lost(now_ms=1_000)
+    client.before(guard)  # the new log has outgrown the position: the end tells nothing
+    assert guard.unverified == {TA: 1_000, TB: 1_000} and not guard.pending
+    new_log = krecs(0, 500, t0=90_000)
+    got = client.after(guard, consumed(client, TA, new_log[210:300], 500, timestamp=1_500))
+    assert got == {} and client.seeks == [(TA, 209)]
+    got = client.after(guard, consumed(client, TA, new_log[209:300], 500, timestamp=1_600))
+    assert got == {} and client.seeks == [(TA, 209), (TA, 0)]
+    assert list(guard.pending) == [(TA, 210, 500, 209)] and client.rejoins == 1
+    assert TA in guard.held and TA not in guard.last
+
+
+def test_guard_cannot_tell_without_the_last_record_or_elsewhere():
+    guard = RestartGuard(deque())
+    client = Client(Assignment({TA: State(0), TB: State(100)}))
+    client.after(guard, consumed(client, TA, krecs(0, 210), 210, timestamp=500))
+    guard.connection_lost(now_ms=1_000)
+    # the re-join came first and reads from 0; TB: nothing fetched before to compare
+    client.assignment = Assignment({TA: State(0), TB: State(100)})
+    got = client.after(
+        guard,
+        {
+            **consumed(client, TA, krecs(0, 50, t0=9_000), 50, timestamp=2_000),
+            **consumed(client, TB, krecs(100, 120), 120, timestamp=2_000),
+        },
+    )
+    assert len(got[TA]) == 50 and len(got[TB]) == 20
+    assert client.seeks == [] and not guard.unverified and not guard.pending
+    # sought back, then the re-join moved the position: the comparison is dropped
+    client.after(guard, consumed(client, TA, krecs(50, 60, t0=9_000), 60, timestamp=2_100))
+    guard.connection_lost(now_ms=3_000)
+    client.after(guard, consumed(client, TA, krecs(60, 70, t0=9_000), 70, timestamp=3_100))
+    assert client.seeks == [(TA, 59)]
+    client.assignment = Assignment({TA: State(0)})
+    got = client.after(guard, consumed(client, TA, krecs(0, 10, t0=9_000), 70, timestamp=3_200))
+    assert len(got[TA]) == 10 and not guard.expect and not guard.pending
+
+
+def test_monitor_reports_what_the_guard_found(caplog):
+    registry, monitor = registry_and_monitor()
+    consumer = FakeConsumer({TP: 210})
+    monitor.on_fetched(consumer, {TP: batch(0, 210)})
+    consumer._read_offset[TP] = 209
+    consumer._committed_offset[TP] = 180
+    monitor.pending.append((TP, 210, 40, None))  # RestartGuard.before_fetch
+    with caplog.at_level(logging.WARNING, logger="stream_app.offsets"):
+        monitor.on_fetched(consumer, {})
+    assert not monitor.pending
+    assert [(r.lost, r.replaced, r.broker_offset) for r in monitor.restarts] == [(210, False, 40)]
+    assert value(registry, "riskmon_consumer_offsets_lost_total", TP) == 210
+    assert value(registry, "riskmon_consumer_log_restarts_total", TP) == 1
+    assert consumer._read_offset[TP] is None and consumer._committed_offset[TP] is None
+    assert any("re-joining the group" in r.getMessage() for r in caplog.records)
+    # the new log, read from 0 after the re-join: no second report
+    consumer.highwaters = {TP: 40}
+    monitor.on_fetched(consumer, {TP: batch(0, 40, t0=9_000)})
+    monitor.on_fetched(consumer, {TP: batch(0, 40, t0=9_000)})  # and a re-read of it
+    assert len(monitor.restarts) == 1
+    assert monitor.guard.pending is monitor.pending
+
+
+# -- stream_app.consumer: the hooks (faust's app, no broker) ------------------------------------
+@pytest.fixture
+def app():
+    pytest.importorskip("faust")
+    from prometheus_client import CollectorRegistry
+
+    from stream_app.app import create_app
+    from stream_app.settings import Settings
+
+    return create_app(Settings(kafka_bootstrap="127.0.0.1:1"), registry=CollectorRegistry())
+
+
+def test_the_consumer_thread_runs_the_guard_around_each_fetch(app, monkeypatch):
+    from faust.transport.drivers import aiokafka as faust_aiokafka
+
+    thread = app.consumer._thread
+    client = Client(Assignment({TA: State(210, 40), TB: State(0)}))
+    rejoins = []
+    aio = type("AIOKafkaConsumer", (), {})()
+    aio._subscription = type("S", (), {"subscription": type("Sub", (), {})()})()
+    aio._subscription.subscription.assignment = client.assignment
+    aio.seek = client.seek
+    aio._coordinator = type("C", (), {"request_rejoin": lambda self: rejoins.append(1)})()
+    monkeypatch.setattr(thread, "_ensure_consumer", lambda: aio)
+
+    async def fetched(self, consumer, active_partitions, timeout=None, max_records=None):
+        return {TA: krecs(0, 40, t0=9_000), TB: krecs(0, 5)}
+
+    monkeypatch.setattr(faust_aiokafka.AIOKafkaConsumerThread, "_fetch_records", fetched)
+    got = asyncio.run(thread._fetch_records(aio, {TA, TB}, timeout=0.1))
+    assert client.seeks == [(TA, 0)] and rejoins == [1]  # before the fetch
+    assert list(got) == [TB]  # after it: the held partition's records dropped
+    assert app.riskmon_offsets.guard.last[TB].offset == 4
+    assert list(app.riskmon_offsets.pending) == [(TA, 210, 40, None)]
+
+
+def test_a_closed_broker_connection_reaches_the_guard():
+    from aiokafka.conn import CloseReason
+
+    from stream_app.consumer import _on_connection_lost
+
+    closed, lost = [], []
+    client = type("Client", (), {})()
+    client._on_connection_closed = lambda conn, reason: closed.append(reason)
+    _on_connection_lost(client, lambda: lost.append(1))
+    client._on_connection_closed("conn", CloseReason.CONNECTION_BROKEN)
+    client._on_connection_closed("conn", CloseReason.SHUTDOWN)  # the consumer stopping
+    assert closed == [CloseReason.CONNECTION_BROKEN, CloseReason.SHUTDOWN] and lost == [1]
+
+
+def test_the_worker_consumer_hooks_the_guard_into_its_client(app):
+    pytest.importorskip("aiokafka")
+    from stream_app.consumer import ConsumerThread
+
+    thread = app.consumer._thread
+    assert isinstance(thread, ConsumerThread)
+
+    async def create():  # aiokafka wants a running loop; nothing is started
+        return thread._create_worker_consumer(app.transport)
+
+    consumer = asyncio.run(create())
+    assert consumer._fetch_max_wait_ms == app.fetch_max_wait_ms
+    guard = app.riskmon_offsets.guard
+    assert guard._lost_at is None
+    consumer._client._on_connection_closed(None, 0)  # CONNECTION_BROKEN
+    assert guard._lost_at is not None
+
+
+def test_a_batch_fetched_during_a_rebalance_is_held_back(app, monkeypatch):
+    consumer = app.consumer
+    changelog = sorted(app.tables.changelog_topics)[0]
+    ticks, log = T("ticks", 0), T(changelog, 0)
+    batches = iter([{ticks: krecs(0, 10), log: krecs(0, 3)}] * 3)
+    rewound = []
+
+    async def getmany(active_partitions, timeout):
+        return next(batches)
+
+    async def rewind(records):
+        rewound.append({tp: len(recs) for tp, recs in records.items()})
+
+    monkeypatch.setattr(consumer._thread, "getmany", getmany)
+    monkeypatch.setattr(consumer._thread, "rewind", rewind)
+
+    async def fetch():
+        return await consumer._getmany({ticks, log}, 0.1)
+
+    consumer.flow_active, app.rebalancing = True, True  # recovery reads changelogs
+    assert list(asyncio.run(fetch())) == [log] and rewound == [{ticks: 10}]
+    consumer.flow_active = False  # Faust drops the whole batch
+    assert asyncio.run(fetch()) == {} and rewound[-1] == {ticks: 10, log: 3}
+    consumer.flow_active, app.rebalancing = True, False  # the common case: untouched
+    assert len(asyncio.run(fetch())) == 2 and len(rewound) == 2
+
+
+def test_rewind_seeks_back_only_where_the_batch_left_the_position(app, monkeypatch):
+    thread = app.consumer._thread
+    # TA: the batch 0..9 was consumed (position 10); TB: sought elsewhere since (to 3)
+    client = Client(Assignment({TA: State(10), TB: State(3)}))
+    aio = type("AIOKafkaConsumer", (), {"seek": lambda self, tp, o: client.seek(tp, o)})()
+    aio._subscription = type("S", (), {"subscription": type("Sub", (), {})()})()
+    aio._subscription.subscription.assignment = client.assignment
+    monkeypatch.setattr(thread, "_ensure_consumer", lambda: aio)
+    thread._rewind({TA: 0, TB: 0, TC: 0}, {TA: 10, TB: 10, TC: 10})
+    assert client.seeks == [(TA, 0)]
