@@ -1011,21 +1011,13 @@ def test_worker_carries_on_after_a_broker_restart(own_broker, workers, tmp_path)
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=False,
-    reason="known gap: until the worker re-joins (its heartbeat finds its member id gone, "
-    "~1 heartbeat interval), its fetch position still points past the old log; when the "
-    "producer has written more than that to the new log by then, the worker reads the new "
-    "log from there. Then either it commits that offset (tansu accepts the stale member's "
-    "commit) and the new log's first messages are never read, silently; or the re-join "
-    "re-reads the new log from 0 (reported by stream_app/offsets.py, counting the window's "
-    "reads as lost too) and ingest dead-letters its first messages as duplicate_seq (the "
-    "asset's seq cursor moved past them): the bars of those days are missing either way. "
-    "With the default 1 s heartbeat it fails in some runs only.",
-)
 def test_new_log_longer_than_the_old_one_before_the_rejoin(own_broker, workers, tmp_path):
     """As test_worker_carries_on_after_a_broker_restart, but the producer writes twice as
-    many ticks after the restart as before: every day must still get its bar."""
+    many ticks after the restart as before, and the worker's heartbeat is slow: the new
+    log outgrows the worker's stale fetch position before the group re-forms. The worker
+    must find the restart before it reads on from there (stream_app.offsets.RestartGuard)
+    and read the new log once, from its start: every tick processed exactly once, every
+    day closed by its end-of-day marker."""
     from producers.kafka_out import TickPublisher, ensure_topics, replay_panel
     from producers.synthetic import synthetic_panel
 
@@ -1045,24 +1037,36 @@ def test_new_log_longer_than_the_old_one_before_the_rejoin(own_broker, workers, 
         last_price_interval_s=0,
         portfolios_file=write_portfolio(tmp_path, panel.assets),
         intraday_interval_s=-1,
-        broker_heartbeat_interval=4,  # a wider window before the re-join: fails reliably
+        broker_heartbeat_interval=4,  # a wide window before the re-join (the gap pinned here)
         broker_session_timeout=12,
         **topics,
     )
     w.wait_ready()
     with TickPublisher(bootstrap, topics["topic_ticks"], run_id="rl2") as pub:
-        replay_panel(_day_slice(panel, 0, 10), publisher=pub, ticks_per_day=20)
+        before = replay_panel(_day_slice(panel, 0, 10), publisher=pub, ticks_per_day=20)
     wait_until(lambda: w.metric("riskmon_bars_out_total", closed_by="eod") >= 20, 30, "bars", w)
     own_broker.stop()
     time.sleep(0.5)
     own_broker.start()
     ensure_topics(bootstrap, topics.values(), 2)
     with TickPublisher(bootstrap, topics["topic_ticks"], run_id="rl2", seq_start=10_000) as pub:
-        replay_panel(_day_slice(panel, 10, 30), publisher=pub, ticks_per_day=20)
+        after = replay_panel(_day_slice(panel, 10, 30), publisher=pub, ticks_per_day=20)
     wait_until(
         lambda: w.metric("riskmon_bars_out_total", closed_by="eod") >= 60, 45, "bars after", w
     )
+    sent = sum(s.ticks + s.eod_markers for s in (before, after))
+    assert w.metric("riskmon_ticks_in_total") == sent  # none skipped, none read twice
     assert w.metric("riskmon_dlq_total", reason="duplicate_seq") == 0
+    assert w.metric("riskmon_bars_out_total", closed_by="next_day") == 0
+    assert w.metric("riskmon_bars_out_total", closed_by="eod") == 60
+    # the restart was reported once per ticks partition, with all the worker had read
+    tps = [(topics["topic_ticks"], str(p)) for p in (0, 1)]
+    restarts = [
+        w.metric("riskmon_consumer_log_restarts_total", topic=t, partition=p) for t, p in tps
+    ]
+    lost = [w.metric("riskmon_consumer_offsets_lost_total", topic=t, partition=p) for t, p in tps]
+    assert restarts == [1, 1] and sum(lost) == before.ticks + before.eod_markers
+    assert w.alive() and "Traceback" not in w.log()
 
 
 def test_replay_does_not_lose_ticks_silently_across_a_broker_restart(own_broker):
