@@ -157,8 +157,14 @@ def main() -> None:
         done.set()
         worker_cpu = cpu_seconds(stack.worker.pid) - cpu0
         rss, hwm = peak_rss_mb(stack.worker.pid)
-        n_close, s_close = histogram(stack.metrics_port, "riskmon_day_close_seconds")
         days_seen = r.xlen(f"riskmon:risk:{run_id}:{name}:history")
+        # the worker observes its metrics after the Redis write of the same batch
+        deadline = time.monotonic() + 5.0
+        while True:
+            n_close, s_close = histogram(stack.metrics_port, "riskmon_day_close_seconds")
+            if n_close >= days_seen or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
     print(
         f"stream: {stats.ticks:,} ticks sent in {t_sent:.1f} s; last daily snapshot "
         f"({snap.day if snap else None}, champion {snap.model if snap else '?'}) after "
