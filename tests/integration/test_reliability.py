@@ -44,6 +44,16 @@ def _require(*modules: str) -> None:
         pytest.importorskip(name)
 
 
+def stream_topics(prefix: str) -> dict[str, str]:
+    """The worker's topic settings for a test's own topics ``<prefix>-ticks`` etc."""
+    return {
+        "topic_ticks": f"{prefix}-ticks",
+        "topic_dlq": f"{prefix}-ticks.dlq",
+        "topic_bars": f"{prefix}-bars",
+        "topic_risk": f"{prefix}-risk",
+    }
+
+
 # -- a worker subprocess (any entry module) ---------------------------------------------
 class Worker:
     """``python -m <module>`` with RISKMON_* settings; stopped by pid."""
@@ -421,12 +431,7 @@ def test_fuzzed_bad_ticks_do_not_change_the_good_results(kafka_broker, workers, 
     from producers.kafka_out import TickPublisher, ensure_topics
     from producers.synthetic import Crash, synthetic_panel
 
-    topics = {
-        "topic_ticks": "rf-ticks",
-        "topic_dlq": "rf-ticks.dlq",
-        "topic_bars": "rf-bars",
-        "topic_risk": "rf-risk",
-    }
+    topics = stream_topics("rf")
     bootstrap = kafka_broker.bootstrap
     ensure_topics(bootstrap, topics.values(), 2)
     assets = ("SPY", "TLT", "GLD")
@@ -527,12 +532,7 @@ def test_kill9_worker_mid_replay_loses_no_day(kafka_broker, workers, tmp_path):
     from producers.kafka_out import ensure_topics, replay_panel
     from producers.synthetic import synthetic_panel
 
-    topics = {
-        "topic_ticks": "rk-ticks",
-        "topic_dlq": "rk-ticks.dlq",
-        "topic_bars": "rk-bars",
-        "topic_risk": "rk-risk",
-    }
+    topics = stream_topics("rk")
     bootstrap = kafka_broker.bootstrap
     ensure_topics(bootstrap, topics.values(), 2)
     panel = synthetic_panel(40, ("SPY", "TLT", "GLD", "USO"), seed=7)
@@ -785,12 +785,7 @@ def wait_until(cond, timeout: float, what: str, w=None) -> None:
 def _alerts_setup(kafka_broker, tmp_path, name):
     from producers.kafka_out import ensure_topics
 
-    topics = {
-        "topic_ticks": f"{name}-ticks",
-        "topic_dlq": f"{name}-ticks.dlq",
-        "topic_bars": f"{name}-bars",
-        "topic_risk": f"{name}-risk",
-    }
+    topics = stream_topics(name)
     ensure_topics(kafka_broker.bootstrap, topics.values(), 2)
     valkey = PersistentValkey(log_dir=tmp_path / "valkey", password="pw")
     valkey.start()
@@ -927,6 +922,29 @@ def _day_slice(panel, lo, hi):
     return panel.between(panel.dates[lo], panel.dates[hi - 1])
 
 
+def _restart_test_worker(own_broker, workers, tmp_path, app_id, n_days, **settings):
+    """Topics ``<app_id>-*`` on ``own_broker``, a synthetic 2-asset panel of ``n_days`` and a
+    ready worker on them (2 partitions, no intraday snapshots, no last prices)."""
+    from producers.kafka_out import ensure_topics
+    from producers.synthetic import synthetic_panel
+
+    topics = stream_topics(app_id)
+    ensure_topics(own_broker.bootstrap, topics.values(), 2)
+    panel = synthetic_panel(n_days, ("SPY", "TLT"), seed=3)
+    w = workers(
+        own_broker.bootstrap,
+        app_id=app_id,
+        partitions=2,
+        last_price_interval_s=0,
+        portfolios_file=write_portfolio(tmp_path, panel.assets),
+        intraday_interval_s=-1,
+        **settings,
+        **topics,
+    )
+    w.wait_ready()
+    return topics, panel, w
+
+
 @pytest.mark.slow
 def test_worker_carries_on_after_a_broker_restart(own_broker, workers, tmp_path):
     """The in-memory broker restarts (its topics and offsets are gone): the worker stays
@@ -936,27 +954,9 @@ def test_worker_carries_on_after_a_broker_restart(own_broker, workers, tmp_path)
     riskmon_consumer_offsets_lost_total / _log_restarts_total, one ERROR line per
     partition)."""
     from producers.kafka_out import TickPublisher, ensure_topics, replay_panel
-    from producers.synthetic import synthetic_panel
 
-    topics = {
-        "topic_ticks": "rb-ticks",
-        "topic_dlq": "rb-ticks.dlq",
-        "topic_bars": "rb-bars",
-        "topic_risk": "rb-risk",
-    }
+    topics, panel, w = _restart_test_worker(own_broker, workers, tmp_path, "rb", 20)
     bootstrap = own_broker.bootstrap
-    ensure_topics(bootstrap, topics.values(), 2)
-    panel = synthetic_panel(20, ("SPY", "TLT"), seed=3)
-    w = workers(
-        bootstrap,
-        app_id="rb",
-        partitions=2,
-        last_price_interval_s=0,
-        portfolios_file=write_portfolio(tmp_path, panel.assets),
-        intraday_interval_s=-1,
-        **topics,
-    )
-    w.wait_ready()
     with TickPublisher(bootstrap, topics["topic_ticks"], run_id="brk-1") as pub:
         before = replay_panel(_day_slice(panel, 0, 10), publisher=pub, ticks_per_day=20)
     wait_until(lambda: w.metric("riskmon_bars_out_total", closed_by="eod") >= 20, 30, "bars", w)
@@ -1019,29 +1019,17 @@ def test_new_log_longer_than_the_old_one_before_the_rejoin(own_broker, workers, 
     and read the new log once, from its start: every tick processed exactly once, every
     day closed by its end-of-day marker."""
     from producers.kafka_out import TickPublisher, ensure_topics, replay_panel
-    from producers.synthetic import synthetic_panel
 
-    topics = {
-        "topic_ticks": "rl2-ticks",
-        "topic_dlq": "rl2-ticks.dlq",
-        "topic_bars": "rl2-bars",
-        "topic_risk": "rl2-risk",
-    }
-    bootstrap = own_broker.bootstrap
-    ensure_topics(bootstrap, topics.values(), 2)
-    panel = synthetic_panel(30, ("SPY", "TLT"), seed=3)
-    w = workers(
-        bootstrap,
-        app_id="rl2",
-        partitions=2,
-        last_price_interval_s=0,
-        portfolios_file=write_portfolio(tmp_path, panel.assets),
-        intraday_interval_s=-1,
+    topics, panel, w = _restart_test_worker(
+        own_broker,
+        workers,
+        tmp_path,
+        "rl2",
+        30,
         broker_heartbeat_interval=4,  # a wide window before the re-join (the gap pinned here)
         broker_session_timeout=12,
-        **topics,
     )
-    w.wait_ready()
+    bootstrap = own_broker.bootstrap
     with TickPublisher(bootstrap, topics["topic_ticks"], run_id="rl2") as pub:
         before = replay_panel(_day_slice(panel, 0, 10), publisher=pub, ticks_per_day=20)
     wait_until(lambda: w.metric("riskmon_bars_out_total", closed_by="eod") >= 20, 30, "bars", w)
