@@ -404,11 +404,10 @@ def run_alerts_worker(
     worker, tests). Needs ``settings.kafka_bootstrap``; serves metrics on
     ``metrics_host:metrics_port``.
     """
-    import faust
-    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client import CollectorRegistry
 
-    from stream_app.app import create_app
-    from stream_app.heap import freeze_startup_objects, keep_heap
+    from stream_app.app import create_app, serve_worker
+    from stream_app.heap import keep_heap
 
     keep_heap()
     settings = settings if settings is not None else Settings()
@@ -416,22 +415,7 @@ def run_alerts_worker(
     app = create_app(settings, registry=registry)
     if getattr(app, "riskmon_alerts", None) is None:
         attach_alerts(app, settings, registry)
-    server, _thread = start_http_server(
-        settings.metrics_port, addr=settings.metrics_host, registry=registry
-    )
-    log.info(
-        "alerts worker: metrics on http://%s:%s/metrics; settings %s",
-        settings.metrics_host,
-        server.server_port,
-        settings.safe_dict(),
-    )
-    try:
-        worker = faust.Worker(app, loglevel=loglevel, redirect_stdouts=False)
-        log.info("froze %d start-up objects out of the cycle collector", freeze_startup_objects())
-        with contextlib.suppress(SystemExit):
-            worker.execute_from_commandline()
-    finally:
-        server.shutdown()
+    serve_worker(app, settings, registry, loglevel)
 
 
 def _main() -> None:  # pragma: no cover - `python -m stream_app.alerts_agent`

@@ -794,10 +794,8 @@ def run_worker(
     the worker) and serves Prometheus metrics on ``metrics_host:metrics_port``. Several
     workers with the same ``app_id`` and topics share the partitions.
     """
-    from prometheus_client import start_http_server
-
     from stream_app.embedded import EmbeddedKafka
-    from stream_app.heap import freeze_startup_objects, keep_heap
+    from stream_app.heap import keep_heap
 
     keep_heap()
     settings = _stream_settings(settings if settings is not None else StreamSettings())
@@ -814,21 +812,36 @@ def run_worker(
             stack.enter_context(kafka)
             settings = settings.model_copy(update={"kafka_bootstrap": kafka.bootstrap})
             log.info("embedded broker on %s (log %s)", kafka.bootstrap, kafka.log_path)
-        app = create_app(settings, registry=registry)
-        server, _thread = start_http_server(
-            settings.metrics_port, addr=settings.metrics_host, registry=registry
-        )
-        stack.callback(server.shutdown)
-        log.info(
-            "metrics on http://%s:%s/metrics; settings %s",
-            settings.metrics_host,
-            server.server_port,
-            settings.safe_dict(),
-        )
+        serve_worker(create_app(settings, registry=registry), settings, registry, loglevel)
+
+
+def serve_worker(
+    app: RiskmonApp, settings: Settings, registry: CollectorRegistry, loglevel: str = "info"
+) -> None:
+    """Serve ``registry`` on ``metrics_host:metrics_port`` and run ``app`` as a Faust worker
+    until SIGINT/SIGTERM (blocking), its start-up objects frozen out of the cycle collector
+    (:func:`~stream_app.heap.freeze_startup_objects`). The metrics server stops with it."""
+    from prometheus_client import start_http_server
+
+    from stream_app.heap import freeze_startup_objects
+
+    server, _thread = start_http_server(
+        settings.metrics_port, addr=settings.metrics_host, registry=registry
+    )
+    log.info(
+        "%s: metrics on http://%s:%s/metrics; settings %s",
+        app.conf.id,
+        settings.metrics_host,
+        server.server_port,
+        settings.safe_dict(),
+    )
+    try:
         worker = faust.Worker(app, loglevel=loglevel, redirect_stdouts=False)
         log.info("froze %d start-up objects out of the cycle collector", freeze_startup_objects())
         with contextlib.suppress(SystemExit):
             worker.execute_from_commandline()
+    finally:
+        server.shutdown()
 
 
 def _main() -> None:  # pragma: no cover - `python -m stream_app.app`
