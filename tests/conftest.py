@@ -11,6 +11,18 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(42)
 
 
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test (``pytestmark = pytest.mark.usefixtures(...)``): on a
+    shared 2-core machine two threads spin against each other."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture(scope="session")
 def prometheus_installed() -> None:
     """Debian's ``prometheus`` package (prometheus + promtool), installed if it is missing.

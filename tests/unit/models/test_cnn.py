@@ -24,14 +24,7 @@ from models.cnn import (
 from models.exceptions import NotEnoughObservations
 from models.features import FEATURE_NAMES
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on a shared 2-core machine two threads spin against each other."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 TINY = CnnConfig(

@@ -30,12 +30,7 @@ CFG = CnnConfig(
 MIN_Z = 20
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _returns(rng, n_days, n_assets):

@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from models.cnn import CnnConfig
 from models.lstm_marginals import MarginalConfig
@@ -49,12 +48,7 @@ ASSETS = ("AAA", "BBB", "CCC")
 WARMUP = 120  # cnn needs 30 + 20 returns, lstm_copula 13 + 15: every day of a year forecast
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_panel(seed: int = 42, n: int = 900) -> Panel:
