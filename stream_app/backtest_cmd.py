@@ -8,9 +8,9 @@ import multiprocessing as mp
 import queue
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -431,6 +431,85 @@ def score_result(result: WalkForwardResult) -> ModelScore:
     )
 
 
+@dataclass(frozen=True)
+class LossComparison:
+    """Diebold-Mariano comparison of one model's FZ0 losses with a reference model's.
+
+    ``mean_diff`` is the mean of ``FZ0(model) - FZ0(reference)`` over the
+    ``n_days`` both forecast (negative: the model is better); ``pvalue`` is
+    two-sided and ``pvalue_less`` one-sided for H1 "the model has the lower
+    expected loss", both with a Newey-West variance.
+    """
+
+    model: str
+    reference: str
+    n_days: int
+    model_fz0: float
+    reference_fz0: float
+    mean_diff: float
+    statistic: float
+    pvalue: float
+    pvalue_less: float
+
+
+def _fz0_by_day(result: WalkForwardResult, level: float) -> dict[np.datetime64, float]:
+    i = result.levels.index(level)
+    ok = np.isfinite(result.var[:, i]) & np.isfinite(result.es[:, i])
+    losses = bt.fz0_losses(result.realized[ok], result.var[ok, i], result.es[ok, i], level)
+    return dict(zip(result.dates[ok].tolist(), losses.tolist(), strict=True))
+
+
+def compare_fz0(
+    results: list[WalkForwardResult],
+    reference: str | None = None,
+    *,
+    classical: tuple[str, ...] = (),
+    level: float = 0.975,
+) -> list[LossComparison]:
+    """Each model's FZ0 loss against one reference model's, by Diebold-Mariano.
+
+    All models are compared on the same days: those on which every model of
+    ``results`` has a forecast. The reference is ``reference`` if given, else
+    the model of ``classical`` with the lowest mean FZ0 on those days (the best
+    classical baseline of the run). Returns one row per other model; empty if
+    there is no reference, or fewer than 2 common days.
+    """
+    losses = {r.model: _fz0_by_day(r, level) for r in results}
+    if not losses:
+        return []
+    days = sorted(set.intersection(*(set(d) for d in losses.values())))
+    if len(days) < 2:
+        return []
+    series = {m: np.array([by_day[d] for d in days]) for m, by_day in losses.items()}
+    if reference is None:
+        candidates = [m for m in series if m in classical]
+        if not candidates:
+            return []
+        reference = min(candidates, key=lambda m: float(series[m].mean()))
+    if reference not in series:
+        raise ValueError(f"reference model {reference!r} is not among {sorted(series)}")
+    ref = series[reference]
+    rows = []
+    for model, loss in series.items():
+        if model == reference:
+            continue
+        dm = bt.diebold_mariano(loss, ref)
+        rows.append(
+            LossComparison(
+                model=model,
+                reference=reference,
+                n_days=len(days),
+                model_fz0=float(loss.mean()),
+                reference_fz0=float(ref.mean()),
+                mean_diff=float((loss - ref).mean()),
+                statistic=float(dm.statistic),
+                pvalue=float(dm.pvalue),
+                pvalue_less=float(dm.pvalue_less),
+            )
+        )
+    return rows
+
+
 def write_forecasts(path: Path, results: list[WalkForwardResult]) -> int:
     """Write ``forecasts.csv`` (percent units); returns the number of rows written.
 
@@ -460,8 +539,13 @@ def write_summary(
     plan: BacktestPlan,
     scores: list[ModelScore],
     retrain: Mapping[str, Any] | None = None,
+    comparisons: Sequence[LossComparison] = (),
 ) -> None:
-    """Machine-readable summary of the run (``retrain``: the record of :func:`run_backtest`)."""
+    """Machine-readable summary of the run.
+
+    ``retrain``: the record of :func:`run_backtest`; ``comparisons``: the
+    :func:`compare_fz0` rows.
+    """
     doc = {
         "period": [str(plan.start), str(plan.end)],
         "portfolio": dict(zip(plan.portfolio.assets, plan.portfolio.weights, strict=True)),
@@ -486,5 +570,6 @@ def write_summary(
             }
             for s in scores
         ],
+        "fz0_975_diebold_mariano": [asdict(c) for c in comparisons],
     }
     path.write_text(json.dumps(doc, indent=2, default=float))

@@ -102,20 +102,21 @@ def _add_backtest(sub: argparse._SubParsersAction) -> None:
 def cmd_backtest(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from models.registry import parse_model_names
+    from models.registry import BASELINES, parse_model_names
     from producers.history import load_history
     from producers.presets import resolve_period
     from stream_app.backtest_cmd import (
         RETRAINABLE,
         BacktestPlan,
         Retrain,
+        compare_fz0,
         run_backtest,
         score_result,
         write_forecasts,
         write_summary,
     )
     from stream_app.portfolio import equal_weights, parse_weights
-    from stream_app.tables import backtest_table
+    from stream_app.tables import backtest_table, comparison_table
 
     console = Console(width=None if sys.stdout.isatty() else 200)
     models = parse_model_names(args.models)
@@ -181,12 +182,15 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - t0
     scores = [score_result(r) for r in results]
     console.print(backtest_table(scores, title=f"{args.period}: {start} .. {end}"))
+    comparisons = compare_fz0(results, classical=BASELINES)
+    if comparisons:
+        console.print(comparison_table(comparisons))
     n_rows = write_forecasts(out / "forecasts.csv", results)
-    write_summary(out / "summary.json", plan, scores, retrain_record)
+    write_summary(out / "summary.json", plan, scores, retrain_record, comparisons)
     if not args.no_report:
         from stream_app.report import write_report
 
-        write_report(out / "report.html", plan, results, scores)
+        write_report(out / "report.html", plan, results, scores, comparisons)
     console.print(
         f"{n_rows} forecasts in {out / 'forecasts.csv'}; "
         + ("" if args.no_report else f"report {out / 'report.html'}; ")

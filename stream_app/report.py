@@ -95,6 +95,29 @@ def _comparison(scores) -> str:
     return f"<table>{head}{''.join(rows)}</table>"
 
 
+def _fz0_comparison(comparisons) -> str:
+    if not comparisons:
+        return ""
+    ref = html.escape(comparisons[0].reference)
+    head = (
+        f"<tr><th class=l>model</th><th>FZ0</th><th>FZ0 {ref}</th><th>mean difference</th>"
+        "<th>DM statistic</th><th>p two-sided</th><th>p (model better)</th></tr>"
+    )
+    rows = [
+        f"<tr><td class=l>{html.escape(c.model)}</td><td>{_fmt(c.model_fz0, '.4f')}</td>"
+        f"<td>{_fmt(c.reference_fz0, '.4f')}</td><td>{_fmt(c.mean_diff, '+.4f')}</td>"
+        f"<td>{_fmt(c.statistic, '.2f')}</td><td>{_fmt(c.pvalue)}</td>"
+        f"<td>{_fmt(c.pvalue_less)}</td></tr>"
+        for c in comparisons
+    ]
+    return (
+        f"<h2>FZ0 loss against {ref}</h2><table>{head}{''.join(rows)}</table>"
+        f"<p class=muted>On the {comparisons[0].n_days} days every model forecast. "
+        "Diebold-Mariano test of equal expected FZ0 loss (97.5 %), Newey-West variance; "
+        "'model better': one-sided p of a lower expected loss than the reference.</p>"
+    )
+
+
 def _traffic(scores) -> str:
     years = sorted({y for s in scores for y, *_ in s.zones})
     head = "<tr><th class=l>model</th>" + "".join(f"<th>{y}</th>" for y in years) + "</tr>"
@@ -161,7 +184,7 @@ def _heatmaps(plan, results) -> str:
     return f"<div class=grid>{''.join(figs)}</div>"
 
 
-def write_report(path: Path, plan, results, scores) -> None:
+def write_report(path: Path, plan, results, scores, comparisons=()) -> None:
     """Write the HTML report of a backtest run to ``path``."""
     weights = ", ".join(
         f"{a} {w:.3g}" for a, w in zip(plan.portfolio.assets, plan.portfolio.weights, strict=True)
@@ -178,6 +201,7 @@ def write_report(path: Path, plan, results, scores) -> None:
         "<p class=muted>Kupiec: unconditional coverage (POF). CC: Christoffersen conditional "
         "coverage. Z2: Acerbi-Szekely ES test (0 under a correct model; below -0.70 rejects at "
         "5 %). FZ0: Fissler-Ziegel joint VaR-ES loss (lower is better).</p>",
+        _fz0_comparison(comparisons),
         "<h2>Basel traffic light (99 % VaR) per year</h2>",
         _traffic(scores),
         "<h2>Returns against VaR</h2>",

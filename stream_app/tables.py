@@ -51,3 +51,26 @@ def backtest_table(scores, title: str = "") -> Table:
             f"{1e4 * s.pinball:.3f}bp",
         )
     return t
+
+
+def comparison_table(comparisons) -> Table:
+    """FZ0 (97.5 %) of each model against the reference, with the Diebold-Mariano p-values."""
+    ref = comparisons[0].reference if comparisons else "-"
+    days = comparisons[0].n_days if comparisons else 0
+    t = Table(
+        title=f"FZ0 97.5 against {ref} on the {days} days all models forecast (Diebold-Mariano)",
+        header_style="bold",
+    )
+    for col in ("model", "FZ0", f"FZ0 {ref}", "mean diff", "DM stat", "p two-sided", "p better"):
+        t.add_column(col, justify="left" if col == "model" else "right")
+    for c in comparisons:
+        t.add_row(
+            c.model,
+            f"{c.model_fz0:.4f}",
+            f"{c.reference_fz0:.4f}",
+            f"{c.mean_diff:+.4f}",
+            f"{c.statistic:.2f}",
+            _p(c.pvalue),
+            _p(c.pvalue_less),
+        )
+    return t

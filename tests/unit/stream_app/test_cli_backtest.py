@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+from models import backtest as bt
 from stream_app.backtest_cmd import FORECAST_COLUMNS
 from stream_app.cli import main
 
@@ -64,7 +65,23 @@ def test_backtest_writes_forecasts_summary_and_report(data_dir, tmp_path, capsys
     summary = json.loads((out / "summary.json").read_text())
     assert [m["model"] for m in summary["models"]] == ["hs", "ewma"]
     assert summary["portfolio"] == {"AAA": 0.5, "BBB": 0.3, "CCC": 0.2}
+    # both are classical: the one with the lower FZ0 on the common days is the reference
+    [dm] = summary["fz0_975_diebold_mariano"]
+    by_model = {m: [r for r in body if r[1] == m] for m in ("hs", "ewma")}
+    common = set.intersection(*({r[0] for r in rows} for rows in by_model.values()))
+    fz0 = {}
+    for m, rows_m in by_model.items():
+        kept = np.array([[float(x) / 100 for x in r[2:]] for r in rows_m if r[0] in common])
+        fz0[m] = bt.fz0_losses(kept[:, 0], kept[:, 2], kept[:, 5], 0.975)
+    assert dm["reference"] == min(fz0, key=lambda m: fz0[m].mean())
+    assert dm["model"] == ({"hs", "ewma"} - {dm["reference"]}).pop()
+    assert dm["n_days"] == len(common)
+    expected = bt.diebold_mariano(fz0[dm["model"]], fz0[dm["reference"]])
+    assert dm["statistic"] == pytest.approx(expected.statistic, rel=1e-4)
+    assert dm["pvalue"] == pytest.approx(expected.pvalue, rel=1e-4, abs=1e-9)
+    assert "Diebold-Mariano" in printed
     html = (out / "report.html").read_text()
+    assert "FZ0 loss against" in html
     assert html.startswith("<!doctype html>") and "data:image/png;base64," in html
     assert "http://" not in html and "https://" not in html  # opens with no network
 
