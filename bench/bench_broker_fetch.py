@@ -1,0 +1,114 @@
+"""The embedded broker's fetch time against the number of record batches in a partition.
+
+The embedded broker (tansu, memory storage engine) keeps each produced record batch
+as one object; a fetch from the end of a partition gets slower the more batches the
+partition holds, and past about ten thousand batches a fetch from its end returns
+nothing at all within seconds. This is why long runs on the embedded broker slow
+down (``bench_latency.py --seconds 60`` and longer) and why the worker sends a
+batch's bars as one message. Real Kafka (``RISKMON_KAFKA_BOOTSTRAP``) indexes its
+segments and has no such growth.
+
+Produces single-record batches (one ``send_and_wait`` each) into one partition and,
+at each step, times ``--probes`` fetches of the newest record (seek to its offset,
+``getmany``). Baseline in the same run: the same number of records sent as a few
+large batches (200 records per batch) into another partition, fetched the same way.
+
+    python bench/bench_broker_fetch.py [--steps 1000,2500,5000,7500,10000,12500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from stream_app.embedded import EmbeddedKafka
+
+
+async def probe(
+    producer: AIOKafkaProducer,
+    consumer: AIOKafkaConsumer,
+    tp: TopicPartition,
+    n: int,
+    wait_s: float,
+) -> tuple[float, float, int]:
+    """Median and max seconds to fetch a record just appended at the end of ``tp``."""
+    times, got = [], 0
+    for _ in range(n):
+        md = await producer.send_and_wait(tp.topic, b"probe", partition=tp.partition)
+        t0 = time.perf_counter()
+        consumer.seek(tp, md.offset)
+        records = await consumer.getmany(tp, timeout_ms=int(wait_s * 1000))
+        times.append(time.perf_counter() - t0)
+        got += sum(len(v) for v in records.values())
+    return statistics.median(times), max(times), got
+
+
+async def run(bootstrap: str, steps: list[int], probes: int, wait_s: float) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+    await producer.start()
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, fetch_max_wait_ms=5, enable_auto_commit=False
+    )
+    await consumer.start()
+    single = TopicPartition("fetch-single", 0)
+    batched = TopicPartition("fetch-batched", 0)
+    for tp in (single, batched):
+        await producer.send_and_wait(tp.topic, b"x", partition=0)
+    consumer.assign([single, batched])
+    n_single = n_batched = 1
+    print(
+        f"{'batches':>8} {'single-record batches: p50 / max ms':>38} {'got':>5}"
+        f" {'same records, 200 per batch: p50 ms':>38}"
+    )
+    try:
+        for target in steps:
+            while n_single < target:
+                await producer.send_and_wait(single.topic, b"x" * 100, partition=0)
+                n_single += 1
+            while n_batched < target:
+                futures = [
+                    await producer.send(batched.topic, b"x" * 100, partition=0)
+                    for _ in range(min(200, target - n_batched))
+                ]
+                await asyncio.gather(*futures)
+                n_batched += len(futures)
+            p50, worst, got = await probe(producer, consumer, single, probes, wait_s)
+            n_single += probes
+            base, _, _ = await probe(producer, consumer, batched, probes, wait_s)
+            n_batched += probes
+            print(
+                f"{target:>8} {p50 * 1e3:>27.1f} / {worst * 1e3:>8.1f} {got:>3}/{probes:<2}"
+                f" {base * 1e3:>38.1f}   ratio {p50 / base:.1f}x",
+                flush=True,
+            )
+            if got == 0:
+                print(f"no probe record came back within {wait_s:.0f} s: stopping")
+                break
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", default="1000,2500,5000,7500,10000,12500")
+    ap.add_argument("--probes", type=int, default=10)
+    ap.add_argument("--wait", type=float, default=5.0, help="seconds a probe fetch may take")
+    args = ap.parse_args()
+    steps = [int(s) for s in args.steps.split(",")]
+    with EmbeddedKafka() as kafka:
+        kafka.start()
+        kafka.wait_ready(20)
+        asyncio.run(run(kafka.bootstrap, steps, args.probes, args.wait))
+
+
+if __name__ == "__main__":
+    main()
