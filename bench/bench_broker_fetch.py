@@ -1,19 +1,23 @@
 """The embedded broker's fetch time against the number of record batches in a partition.
 
 The embedded broker (tansu, memory storage engine) keeps each produced record batch
-as one object; a fetch from the end of a partition gets slower the more batches the
-partition holds, and past about ten thousand batches a fetch from its end returns
-nothing at all within seconds. This is why long runs on the embedded broker slow
-down (``bench_latency.py --seconds 60`` and longer) and why the worker sends a
-batch's bars as one message. Real Kafka (``RISKMON_KAFKA_BOOTSTRAP``) indexes its
-segments and has no such growth.
+as one object, and a fetch walks a partition's batches up to the offset asked for:
+the more batches the partition holds, the slower a fetch from its end, and once the
+walk takes longer than the fetch's max wait the fetch comes back empty, every time
+(with a 5 ms max wait from about 10,000 single-record batches, with 10 ms from about
+twice that). This is why long live runs on the embedded broker slow down
+(``bench_latency.py --seconds 60`` and longer), why the worker sends a batch's bars
+as one message, and what :class:`stream_app.stalls.FetchStallWatch` reports. Real
+Kafka (``RISKMON_KAFKA_BOOTSTRAP``) indexes its segments and has no such growth.
 
 Produces single-record batches (one ``send_and_wait`` each) into one partition and,
 at each step, times ``--probes`` fetches of the newest record (seek to its offset,
-``getmany``). Baseline in the same run: the same number of records sent as a few
-large batches (200 records per batch) into another partition, fetched the same way.
+``getmany``) with the consumer's ``--max-wait`` (default 10 ms, the worker's
+``consumer_fetch_max_wait_ms``). Baseline in the same run: the same number of
+records sent as large batches (200 records per batch) into another partition,
+fetched the same way.
 
-    python bench/bench_broker_fetch.py [--steps 1000,2500,5000,7500,10000,12500]
+    python bench/bench_broker_fetch.py [--max-wait 10] [--steps 1000,5000,10000,...]
 """
 
 from __future__ import annotations
@@ -51,11 +55,13 @@ async def probe(
     return statistics.median(times), max(times), got
 
 
-async def run(bootstrap: str, steps: list[int], probes: int, wait_s: float) -> None:
+async def run(
+    bootstrap: str, steps: list[int], probes: int, wait_s: float, max_wait_ms: int
+) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
     await producer.start()
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, fetch_max_wait_ms=5, enable_auto_commit=False
+        bootstrap_servers=bootstrap, fetch_max_wait_ms=max_wait_ms, enable_auto_commit=False
     )
     await consumer.start()
     single = TopicPartition("fetch-single", 0)
@@ -99,7 +105,8 @@ async def run(bootstrap: str, steps: list[int], probes: int, wait_s: float) -> N
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", default="1000,2500,5000,7500,10000,12500")
+    ap.add_argument("--steps", default="1000,5000,10000,15000,20000,25000,30000")
+    ap.add_argument("--max-wait", type=int, default=10, help="the consumer's fetch max wait, ms")
     ap.add_argument("--probes", type=int, default=10)
     ap.add_argument("--wait", type=float, default=5.0, help="seconds a probe fetch may take")
     args = ap.parse_args()
@@ -107,7 +114,8 @@ def main() -> None:
     with EmbeddedKafka() as kafka:
         kafka.start()
         kafka.wait_ready(20)
-        asyncio.run(run(kafka.bootstrap, steps, args.probes, args.wait))
+        print(f"consumer fetch max wait {args.max_wait} ms")
+        asyncio.run(run(kafka.bootstrap, steps, args.probes, args.wait, args.max_wait))
 
 
 if __name__ == "__main__":

@@ -90,6 +90,7 @@ from stream_app.risk import (
     loads_state,
 )
 from stream_app.settings import Settings
+from stream_app.stalls import FetchStallWatch, StallMetrics
 
 __all__ = [
     "DEMO_PORTFOLIOS",
@@ -700,6 +701,11 @@ def create_app(
     registry = registry if registry is not None else CollectorRegistry()
     metrics = IngestMetrics(registry)
     app.riskmon_offsets = OffsetMonitor(OffsetLossMetrics(registry))  # broker restarts
+    app.riskmon_stalls = FetchStallWatch(  # partitions the broker no longer serves
+        StallMetrics(registry),
+        base_wait_ms=settings.consumer_fetch_max_wait_ms,
+        max_wait_cap_ms=max(2000, settings.consumer_fetch_max_wait_ms),
+    )
     rt = app.riskmon = IngestRuntime(app, settings, metrics)
     processor = RiskProcessor(
         load_portfolios_for(settings),

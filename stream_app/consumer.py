@@ -27,7 +27,8 @@ from stream_app.endoffsets import true_end_offsets
 class ConsumerThread(_faust_aiokafka.AIOKafkaConsumerThread):
     """Creates the worker's aiokafka consumer with the app's ``fetch_max_wait_ms``, and
     runs the app's :class:`~stream_app.offsets.RestartGuard` (``riskmon_offsets.guard``)
-    around each fetch, in this thread."""
+    around each fetch and its :class:`~stream_app.stalls.FetchStallWatch`
+    (``riskmon_stalls``) after it, in this thread."""
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
@@ -51,9 +52,11 @@ class ConsumerThread(_faust_aiokafka.AIOKafkaConsumerThread):
         # (stream_app.offsets.RestartGuard)
         monitor = getattr(self.app, "riskmon_offsets", None)
         if monitor is None:
-            return await super()._fetch_records(
+            records = await super()._fetch_records(
                 consumer, active_partitions, timeout=timeout, max_records=max_records
             )
+            self._watch_stalls(consumer, active_partitions, records)
+            return records
         guard = monitor.guard
         subscription = consumer._subscription.subscription
         assignment = None if subscription is None else subscription.assignment
@@ -65,7 +68,20 @@ class ConsumerThread(_faust_aiokafka.AIOKafkaConsumerThread):
             subscription = consumer._subscription.subscription
             assignment = None if subscription is None else subscription.assignment
             guard.after_fetch(records, assignment, consumer.seek, self._request_rejoin)
+        self._watch_stalls(consumer, active_partitions, records)
         return records
+
+    def _watch_stalls(self, consumer: Any, fetched: Any, records: Any) -> None:
+        # partitions the broker no longer serves (stream_app.stalls.FetchStallWatch)
+        watch = getattr(self.app, "riskmon_stalls", None)
+        if watch is None:
+            return
+        subscription = consumer._subscription.subscription
+        assignment = None if subscription is None else subscription.assignment
+        watch.after_fetch(assignment, fetched, records or {})
+        fetcher = getattr(consumer, "_fetcher", None)
+        if watch.fetch_wait_ms is not None and fetcher is not None:
+            fetcher._fetch_max_wait_ms = watch.fetch_wait_ms  # read as each request is built
 
     def _request_rejoin(self) -> None:
         """Ask the group coordinator to re-join (consumer thread)."""

@@ -123,3 +123,76 @@ def test_true_end_offsets_reach_the_log_end(kafka_broker):
     got = asyncio.run(ends())
     assert got[0][1] == log_end and got[1][1] == 0
     assert got[0][0] <= log_end  # tansu: 26 (base offset of the last batch + 1)
+
+
+@pytest.mark.slow
+def test_stall_watch_names_a_partition_the_embedded_broker_stops_serving(tmp_path):
+    """The embedded broker's fetch scans a partition's record batches up to the offset and
+    gives up, empty, at the fetch's max wait: with 5 ms and 20,000 single-record batches a
+    fetch from the end never returns anything (bench/bench_broker_fetch.py).
+    FetchStallWatch, fed the real consumer's assignment after each fetch as the worker's
+    consumer thread does, reports that partition; one holding the same number of records in
+    a few large batches is served and not reported. With the watch's adaptive max wait
+    (doubled while fetches come back empty with records waiting) the partition is served."""
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+    from prometheus_client import CollectorRegistry
+
+    from stream_app.stalls import FetchStallWatch, StallMetrics
+
+    single, batched = TopicPartition("emb-stall", 0), TopicPartition("emb-batched", 0)
+    n = 20_100
+
+    async def run(bootstrap: str) -> tuple[set, dict]:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+        await producer.start()
+        try:
+            for _ in range(n):  # one record batch per record
+                await producer.send_and_wait(single.topic, b"x", partition=0)
+            for _ in range(n // 300):  # 300 records per batch (n is a multiple of 300)
+                sends = [await producer.send(batched.topic, b"x", partition=0) for _ in range(300)]
+                await asyncio.gather(*sends)
+        finally:
+            await producer.stop()
+        return await consume(bootstrap, adapt=False), await consume(bootstrap, adapt=True)
+
+    async def consume(bootstrap: str, adapt: bool) -> tuple[set, dict, int | None]:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, fetch_max_wait_ms=5, enable_auto_commit=False
+        )
+        await consumer.start()
+        watch = FetchStallWatch(
+            StallMetrics(CollectorRegistry()), stall_s=3.0, base_wait_ms=5 if adapt else None
+        )
+        got: dict = {single: 0, batched: 0}
+        try:
+            consumer.assign([single, batched])
+            for tp in (single, batched):
+                consumer.seek(tp, n - 100)  # 100 records behind the end
+            loop = asyncio.get_running_loop()
+            end = loop.time() + 8.0
+            while loop.time() < end:
+                records = await consumer.getmany(timeout_ms=200)
+                for tp, batch in records.items():
+                    got[tp] += len(batch)
+                assignment = consumer._subscription.subscription.assignment
+                watch.after_fetch(assignment, [single, batched], records)
+                if watch.fetch_wait_ms is not None:  # what the worker's consumer thread does
+                    consumer._fetcher._fetch_max_wait_ms = watch.fetch_wait_ms
+        finally:
+            await consumer.stop()
+        return watch.stalled, got, watch.fetch_wait_ms
+
+    with EmbeddedKafka(log_dir=tmp_path) as kafka:
+        kafka.start()
+        kafka.wait_ready(20)
+        (stalled, got, _), (stalled_adapted, got_adapted, wait_ms) = asyncio.run(
+            run(kafka.bootstrap)
+        )
+    assert got[batched] == 100  # served
+    assert got[single] == 0  # the broker no longer serves its end at a 5 ms max wait
+    assert stalled == {single}
+    # with the wait adapted, the same partition is served (later) and never stalls
+    assert got_adapted == {single: 100, batched: 100}
+    assert stalled_adapted == set() and wait_ms is not None
