@@ -171,6 +171,11 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         + (
             f"; {', '.join(m for m in models if m in RETRAINABLE)} retrained yearly on "
             f"{retrain.source}"
+            + (
+                " (lstm_copula also on the shipped history before each year)"
+                if "lstm_copula" in models and retrain.source != "shipped history"
+                else ""
+            )
             if args.retrain == "yearly"
             else ""
         )

@@ -21,6 +21,7 @@ TINY = {
         "batch_size": 256,
         "num_threads": 1,
         "max_epochs": 2,
+        "extra_shipped": False,  # tested on its own below
         "model_kwargs": {
             "n_scenarios": 500,
             "copula_window": 30,
@@ -286,3 +287,33 @@ def test_retrain_settings_are_checked():
     plan = plan_for(make_panel(n=300), ("hs",), "2004-01-02", "2004-02-27")
     with pytest.raises(ValueError, match="has none of them"):
         run_backtest(plan, retrain_on(plan.panel), show_progress=False)
+
+
+def test_lstm_copula_also_trains_on_the_shipped_history_cut_at_each_year(monkeypatch):
+    """The default recipe adds the shipped history (here a stand-in from 2001 on) to each
+    year's training data, cut at the end of the year before like the backtest's own data."""
+    from stream_app import train_lstm_copula
+
+    shipped = make_panel(seed=3, n=1400)  # 2003 .. mid 2008
+    shipped = Panel(
+        np.busday_offset("2001-01-01", np.arange(shipped.n_days), roll="forward"),
+        shipped.assets,
+        shipped.open,
+        shipped.high,
+        shipped.low,
+        shipped.close,
+        shipped.volume,
+    )
+    asked = []
+    monkeypatch.setattr(train_lstm_copula, "load_panel", lambda data: asked.append(data) or shipped)
+    panel = make_panel()
+    settings = {"lstm_copula": {**TINY["lstm_copula"], "extra_shipped": True}}
+    retrain = Retrain("yearly", history=panel, source="synthetic", warmup_days=WARMUP,
+                      settings=settings)  # fmt: skip
+    plan = plan_for(panel, ("lstm_copula",), "2005-07-01", "2005-12-31")
+    _, record = run_backtest(plan, retrain, show_progress=False, log=None)
+    assert asked == [None]  # the shipped history
+    assert record["lstm_copula_extra_training_data"] == "shipped history"
+    first, last = record["years"]["2005"]["lstm_copula"]["trained_on"]
+    assert first < "2002-01-01"  # the stand-in's early years were trained on
+    assert "2004-12-01" < last < "2005-01-01"  # and nothing of 2005, from either panel
