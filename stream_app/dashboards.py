@@ -721,6 +721,14 @@ def _pipeline_health() -> dict[str, Any]:
             thresholds=_thresholds((None, "green"), (10_000, "orange"), (100_000, "red")),
         ),
         _stat(
+            "Stalled partitions",
+            f"sum(riskmon_consumer_stalled_partitions{{{_I}}})",
+            description="Partitions whose fetches have come back empty for 15 s although "
+            "records wait: the broker no longer serves them (see ops/METRICS.md).",
+            decimals=0,
+            thresholds=_thresholds((None, "green"), (1, "red")),
+        ),
+        _stat(
             "DLQ / s",
             f"sum(rate(riskmon_dlq_total{{{_I}}}[$__rate_interval]))",
             decimals=1,
@@ -781,6 +789,18 @@ def _pipeline_health() -> dict[str, Any]:
                 )
             ],
             unit="short",
+        ),
+        _timeseries(
+            "Fetch max wait",
+            [
+                _target(
+                    f"max by (instance) (riskmon_consumer_fetch_max_wait_ms{{{_I}}})",
+                    "{{instance}}",
+                )
+            ],
+            description="The worker's fetch max wait: the configured one, raised while the "
+            "broker returns nothing although records wait (the embedded broker, long runs).",
+            unit="ms",
         ),
         _timeseries(
             "Dead letters by reason",
