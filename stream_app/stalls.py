@@ -29,17 +29,17 @@ log = logging.getLogger(__name__)
 
 
 class StallMetrics:
-    """``riskmon_consumer_stalled_partitions{topic}`` and
-    ``riskmon_consumer_stalls_total{topic,partition}`` in ``registry``."""
+    """``riskmon_consumer_stalled_partitions``, ``riskmon_consumer_stalls_total{topic,partition}``
+    and ``riskmon_consumer_fetch_max_wait_ms`` in ``registry``."""
 
     def __init__(self, registry: Any) -> None:
         from prometheus_client import Counter, Gauge
 
         self.stalled = Gauge(
             "consumer_stalled_partitions",
-            "Partitions of this topic whose fetches come back empty although records wait "
-            "beyond the worker's position (the broker no longer serves them).",
-            ["topic"],
+            "Partitions whose fetches come back empty although records wait beyond the "
+            "worker's position (the broker no longer serves them); which ones: the "
+            "riskmon_consumer_stalls_total labels and the worker's ERROR lines.",
             namespace="riskmon",
             registry=registry,
         )
@@ -196,7 +196,7 @@ class FetchStallWatch:
         )
         if self.metrics is not None:
             self.metrics.stalls.labels(topic, str(partition)).inc()
-            self._publish(topic)
+            self.metrics.stalled.set(len(self.stalled))
 
     def _progress(self, tp: Any) -> None:
         self._waiting.pop(tp, None)
@@ -204,8 +204,4 @@ class FetchStallWatch:
             self.stalled.discard(tp)
             log.warning("partition %s/%s is served again", tp[0], tp[1])
             if self.metrics is not None:
-                self._publish(tp[0])
-
-    def _publish(self, topic: str) -> None:
-        assert self.metrics is not None
-        self.metrics.stalled.labels(topic).set(sum(1 for t in self.stalled if t[0] == topic))
+                self.metrics.stalled.set(len(self.stalled))

@@ -31,6 +31,7 @@ CONTRACT = {
     "riskmon_bars_out_total",
     "riskmon_tick_to_snapshot_seconds_bucket",
     "riskmon_consumer_lag",
+    "riskmon_consumer_stalled_partitions",
     "riskmon_model_update_seconds_bucket",
     "riskmon_alerts_total",
     "riskmon_alerts_pending",
