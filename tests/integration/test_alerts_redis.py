@@ -218,6 +218,9 @@ def test_tail_live_and_ctrl_c(valkey_server):
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # Ctrl-C as in a terminal: a test run started in the background (`cmd &` in a script)
+        # has SIGINT ignored, and the child would inherit that and never see the interrupt
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         header = proc.stdout.readline()
