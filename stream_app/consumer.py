@@ -58,15 +58,13 @@ class ConsumerThread(_faust_aiokafka.AIOKafkaConsumerThread):
             self._watch_stalls(consumer, active_partitions, records)
             return records
         guard = monitor.guard
-        subscription = consumer._subscription.subscription
-        assignment = None if subscription is None else subscription.assignment
+        assignment = _assignment(consumer)
         guard.before_fetch(assignment, consumer.seek, self._request_rejoin)
         records = await super()._fetch_records(
             consumer, active_partitions, timeout=timeout, max_records=max_records
         )
         if records:
-            subscription = consumer._subscription.subscription
-            assignment = None if subscription is None else subscription.assignment
+            assignment = _assignment(consumer)  # a rebalance may have replaced it
             guard.after_fetch(records, assignment, consumer.seek, self._request_rejoin)
         self._watch_stalls(consumer, active_partitions, records)
         return records
@@ -76,9 +74,7 @@ class ConsumerThread(_faust_aiokafka.AIOKafkaConsumerThread):
         watch = getattr(self.app, "riskmon_stalls", None)
         if watch is None:
             return
-        subscription = consumer._subscription.subscription
-        assignment = None if subscription is None else subscription.assignment
-        watch.after_fetch(assignment, fetched, records or {})
+        watch.after_fetch(_assignment(consumer), fetched, records or {})
         fetcher = getattr(consumer, "_fetcher", None)
         if watch.fetch_wait_ms is not None and fetcher is not None:
             fetcher._fetch_max_wait_ms = watch.fetch_wait_ms  # read as each request is built
@@ -96,8 +92,7 @@ class ConsumerThread(_faust_aiokafka.AIOKafkaConsumerThread):
 
     def _rewind(self, first: Any, after: Any) -> None:
         consumer = self._ensure_consumer()
-        subscription = consumer._subscription.subscription
-        assignment = None if subscription is None else subscription.assignment
+        assignment = _assignment(consumer)
         if assignment is None:
             return
         for tp, offset in first.items():
@@ -111,6 +106,12 @@ class ConsumerThread(_faust_aiokafka.AIOKafkaConsumerThread):
         if self.consumer.in_transaction:
             return await super()._highwaters(partitions)
         return await true_end_offsets(self._ensure_consumer(), partitions)
+
+
+def _assignment(consumer: Any) -> Any:
+    """The aiokafka consumer's current partition assignment, or None when not subscribed."""
+    subscription = consumer._subscription.subscription
+    return None if subscription is None else subscription.assignment
 
 
 def _on_connection_lost(client: Any, callback: Any) -> None:
