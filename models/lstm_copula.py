@@ -10,8 +10,12 @@ Each day (:meth:`LstmCopula.update`):
    (Kendall's tau correlation and ``nu`` by likelihood,
    :class:`~models.copula.StudentTCopula`); every ``refit_every`` days the
    degrees of freedom are refitted by likelihood on the last
-   ``copula_window`` PIT vectors at the current correlation; a refit happens
-   inside one update (milliseconds), so forecasting never stops;
+   ``copula_window`` PIT vectors at the current correlation
+   (:class:`CopulaNuRefit`). A refit is spread over the following updates,
+   a couple of likelihood evaluations and a few rows of the new quantile
+   table each, and the new ``nu`` takes over once both are done (about 12
+   days later with the defaults): no single day pays for a whole refit, and
+   forecasting never stops;
 3. the LSTM reads the last ``window`` returns (a ring buffer) and predicts
    tomorrow's marginal laws, split Student-t:
    ``r_{t+1,i} = loc_i + s_i T_{nu_i}`` with ``s_i`` = ``s_left_i`` for
@@ -70,7 +74,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy import optimize, special
+from scipy import special
 
 from models.base import LEVELS, RiskForecast, VaRModel
 from models.contributions import euler_contributions_multi
@@ -85,9 +89,12 @@ from models.copula import (
 from models.exceptions import ConvergenceWarning, NotEnoughObservations
 from models.lstm_marginals import LstmArtifact, MarginalState, NumpyMarginals, split_t_cdf
 from models.measures import var_es_from_samples
+from models.scalar_search import BoundedSearch
 
 #: The copula score grid covers PIT values in ``[U_TABLE, 1 - U_TABLE]``.
 U_TABLE = 1e-8
+#: More rows than any quantile table has (finishing a refit at once).
+QUANTILE_ROWS_MAX = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -120,6 +127,10 @@ class QuantileTable:
         Points of the score grid on ``x >= 0`` (uniform in ``asinh(x)``).
     n_nu : int
         Points of the ``1 / nu`` grid.
+    build : bool
+        Tabulate every row now (default). With False the table starts empty
+        and :meth:`build_rows` fills it a few rows at a time (a refit spread
+        over several days); it may not be used before :attr:`complete`.
 
     Notes
     -----
@@ -128,6 +139,9 @@ class QuantileTable:
     ``1 / nu`` and linear interpolation in ``1 / nu`` is accurate (relative
     error ~1e-4 in the 1e-6 tail with 48 points). Lower-tail arithmetic
     (``-t^{-1}(t(-x))``) keeps the extreme quantiles exact.
+
+    A pickled table keeps how many rows were built, not the rows: they are a
+    pure function of the settings and are tabulated again on unpickling.
     """
 
     def __init__(
@@ -137,26 +151,61 @@ class QuantileTable:
         nu_max: float,
         n_grid: int = 513,
         n_nu: int = 48,
+        build: bool = True,
     ) -> None:
         if not nu_copula > 2:
             raise ValueError(f"nu_copula must be > 2, got {nu_copula}")
         if n_grid < 3 or n_nu < 2:
             raise ValueError(f"need n_grid >= 3 and n_nu >= 2, got {n_grid}, {n_nu}")
         self.nu_copula = float(nu_copula)
+        self.nu_min, self.nu_max = float(nu_min), float(nu_max)
+        self.n_grid = n_grid
+        self.n_nu = n_nu
         s_hi = float(np.arcsinh(-special.stdtrit(self.nu_copula, U_TABLE)))
         self.s_step = s_hi / (n_grid - 1)
-        s = np.arange(n_grid) * self.s_step
-        x = np.sinh(s[1:])
-        u_low = special.stdtr(self.nu_copula, -x)  # lower-tail PIT of -x
-        self.theta_lo = 1.0 / float(nu_max)
-        self.theta_step = (1.0 / float(nu_min) - self.theta_lo) / (n_nu - 1)
-        theta = self.theta_lo + np.arange(n_nu) * self.theta_step
-        q = -special.stdtrit(1.0 / theta[:, None], u_low[None, :])  # (n_nu, n_grid - 1), > 0
-        self.log_q = np.log(q)
-        self.n_grid = n_grid
+        self.theta_lo = 1.0 / self.nu_max
+        self.theta_step = (1.0 / self.nu_min - self.theta_lo) / (n_nu - 1)
+        self._start()
+        if build:
+            self.build_rows(n_nu)
+
+    def _start(self) -> None:
+        x = np.sinh(np.arange(1, self.n_grid) * self.s_step)
+        self._u_low = special.stdtr(self.nu_copula, -x)  # lower-tail PIT of -x
+        self.log_q = np.empty((self.n_nu, self.n_grid - 1))
+        self.rows_done = 0
+
+    @property
+    def complete(self) -> bool:
+        """True when every row of the ``1 / nu`` grid is tabulated."""
+        return self.rows_done == self.n_nu
+
+    def build_rows(self, n_rows: int) -> bool:
+        """Tabulate up to ``n_rows`` more rows of the ``1 / nu`` grid; True once complete."""
+        j0 = self.rows_done
+        j1 = min(self.n_nu, j0 + max(int(n_rows), 0))
+        if j1 > j0:
+            theta = self.theta_lo + np.arange(j0, j1) * self.theta_step
+            q = -special.stdtrit(1.0 / theta[:, None], self._u_low[None, :])  # > 0
+            self.log_q[j0:j1] = np.log(q)
+            self.rows_done = j1
+        return self.complete
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["log_q"], state["_u_low"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        rows = state["rows_done"]
+        self.__dict__.update(state)
+        self._start()
+        self.build_rows(rows)
 
     def score_map(self, nu: NDArray[np.float64]) -> ScoreQuantileMap:
         """The map for marginals with degrees of freedom ``nu`` (n_assets,), odd in ``x``."""
+        if not self.complete:
+            raise RuntimeError(f"the table has {self.rows_done} of {self.n_nu} rows")
         theta = (1.0 / np.asarray(nu, dtype=float) - self.theta_lo) / self.theta_step
         theta = np.clip(theta, 0.0, self.log_q.shape[0] - 1.000001)
         j = theta.astype(np.intp)
@@ -312,6 +361,76 @@ def recalibrated_tail_probability(
     return float(np.clip(a, bounds[0] * tail, bounds[1] * tail))
 
 
+class CopulaNuRefit:
+    """A likelihood refit of the copula's degrees of freedom, spread over several updates.
+
+    Holds a copy of the PIT vectors and of the correlation's Cholesky factor of
+    the day it starts. Each :meth:`advance` makes up to ``n_evals`` evaluations
+    of the copula log-likelihood for :class:`~models.scalar_search.BoundedSearch`
+    (over ``log nu``: the same points as scipy's bounded Brent search), then,
+    once the search has converged, tabulates up to ``n_rows`` rows of the new
+    :class:`QuantileTable`. All of it is plain picklable state, so a refit
+    survives a restart and ends on the same update as without one.
+
+    Parameters
+    ----------
+    u : ndarray of shape (n_obs, n_assets)
+        PIT vectors in [0, 1].
+    chol : ndarray of shape (n_assets, n_assets)
+        Lower Cholesky factor of the copula correlation.
+    nu_bounds : tuple of float
+        Search interval of ``nu``.
+    nu_min, nu_max : float
+        Range of the marginal degrees of freedom (for the quantile table).
+    xatol : float
+        Tolerance of the search on ``log nu``.
+    """
+
+    def __init__(
+        self,
+        u: NDArray[np.float64],
+        chol: NDArray[np.float64],
+        nu_bounds: tuple[float, float],
+        nu_min: float,
+        nu_max: float,
+        xatol: float = 1e-3,
+    ) -> None:
+        self.u = clip_uniform(u)  # a copy: the model's ring moves on
+        self.chol = np.array(chol, dtype=np.float64)
+        self.search = BoundedSearch(math.log(nu_bounds[0]), math.log(nu_bounds[1]), xatol)
+        self.nu_min, self.nu_max = float(nu_min), float(nu_max)
+        self.table: QuantileTable | None = None
+
+    @property
+    def nu(self) -> float:
+        """The refitted degrees of freedom (the best point so far before the search ends)."""
+        return math.exp(self.search.x_)
+
+    @property
+    def done(self) -> bool:
+        """True when ``nu`` and its quantile table are ready."""
+        return self.table is not None and self.table.complete
+
+    def neg_loglik(self, log_nu: float) -> float:
+        """Minus the copula log-likelihood of the kept PITs at ``nu = exp(log_nu)``."""
+        nu = math.exp(log_nu)
+        return -float(np.sum(t_copula_loglik(special.stdtrit(nu, self.u), self.chol, nu)))
+
+    def advance(self, n_evals: int, n_rows: int) -> bool:
+        """Up to ``n_evals`` likelihood evaluations, then up to ``n_rows`` table rows; :attr:`done`."""
+        search = self.search
+        for _ in range(n_evals):
+            if search.done:
+                break
+            search.tell(self.neg_loglik(search.x_next))
+        if not search.done:
+            return False
+        if self.table is None:
+            self.table = QuantileTable(self.nu, self.nu_min, self.nu_max, build=False)
+            self.u = self.u[:0]  # the PITs are no longer needed: keep the state small
+        return self.table.build_rows(n_rows)
+
+
 class LstmCopula(VaRModel):
     """LSTM Student-t marginals + dynamic Student-t copula, Monte Carlo VaR/ES.
 
@@ -333,6 +452,13 @@ class LstmCopula(VaRModel):
         PIT vectors needed before the first copula fit, >= 10.
     refit_every : int
         Days between likelihood refits of the copula's degrees of freedom, >= 1.
+        A refit still running when the next is due is finished first.
+    refit_evals : int
+        Likelihood evaluations a running refit makes per update, >= 1.
+    refit_rows : int
+        Rows of the new quantile table a refit tabulates per update, >= 1
+        (48 rows; each costs about as much as a likelihood evaluation of 10
+        assets).
     corr_half_life : float
         Half-life in days of the EWMA copula correlation, > 0.
     antithetic : bool
@@ -373,6 +499,8 @@ class LstmCopula(VaRModel):
         PIT vectors seen.
     n_refits_ : int
         Likelihood fits of the copula done.
+    refit_ : CopulaNuRefit or None
+        The refit in progress, if any.
     n_repairs_ : int
         1 if the first fit's Kendall's tau correlation had to be repaired (not
         positive definite: few PIT vectors for many assets), else 0.
@@ -395,6 +523,8 @@ class LstmCopula(VaRModel):
         copula_window: int = 250,
         copula_min_obs: int = 60,
         refit_every: int = 21,
+        refit_evals: int = 2,
+        refit_rows: int = 8,
         corr_half_life: float = 60.0,
         antithetic: bool = True,
         nu_bounds: tuple[float, float] = (2.05, 100.0),
@@ -416,6 +546,10 @@ class LstmCopula(VaRModel):
             raise ValueError(f"n_scenarios must be >= 100, got {n_scenarios}")
         if int(refit_every) < 1:
             raise ValueError(f"refit_every must be >= 1, got {refit_every}")
+        if int(refit_evals) < 1 or int(refit_rows) < 1:
+            raise ValueError(
+                f"refit_evals and refit_rows must be >= 1, got {refit_evals}, {refit_rows}"
+            )
         if not (math.isfinite(corr_half_life) and corr_half_life > 0):
             raise ValueError(f"corr_half_life must be a finite number > 0, got {corr_half_life}")
         config = artifact.config
@@ -427,6 +561,8 @@ class LstmCopula(VaRModel):
         self.copula_window = int(copula_window)
         self.copula_min_obs = int(copula_min_obs)
         self.refit_every = int(refit_every)
+        self.refit_evals = int(refit_evals)
+        self.refit_rows = int(refit_rows)
         self.corr_half_life = float(corr_half_life)
         self.antithetic = bool(antithetic)
         self.nu_bounds = (float(nu_bounds[0]), float(nu_bounds[1]))
@@ -464,6 +600,7 @@ class LstmCopula(VaRModel):
         self.nu_copula_ = float("nan")
         self.n_refits_ = 0
         self.n_repairs_ = 0
+        self.refit_: CopulaNuRefit | None = None
         self._table = None
         self._scenario_cache: tuple[tuple[int, int, int], NDArray[np.float64]] | None = None
 
@@ -492,6 +629,9 @@ class LstmCopula(VaRModel):
         state.setdefault("port_pit_ring_", None)
         state.setdefault("n_port_pit_", 0)
         state.setdefault("_scenario_cache", None)
+        state.setdefault("refit_evals", 2)
+        state.setdefault("refit_rows", 8)
+        state.setdefault("refit_", None)
         self.__dict__.update(state)
 
     # -- update -----------------------------------------------------------------------------
@@ -534,7 +674,14 @@ class LstmCopula(VaRModel):
         self.ewma_.update(u)
         self._set_corr(self.ewma_.corr)
         if (n - self.copula_min_obs) % self.refit_every == 0:
-            self._refit_nu()
+            if self.refit_ is not None:
+                self._advance_refit(finish=True)
+            assert self.chol_ is not None
+            used = self.u_ring_[: min(self.n_pit_, self.copula_window)]
+            c = self.artifact.config
+            self.refit_ = CopulaNuRefit(used, self.chol_, self.nu_bounds, c.nu_min, c.nu_max)
+        if self.refit_ is not None:
+            self._advance_refit()
 
     def _fit_copula(self) -> None:
         """First fit: correlation from Kendall's tau, ``nu`` by likelihood."""
@@ -549,24 +696,17 @@ class LstmCopula(VaRModel):
         self._set_corr(cop.corr_)
         self._set_nu(float(cop.nu_))
 
-    def _refit_nu(self) -> None:
-        """Refit: ``nu`` maximising the copula likelihood of the kept PITs, at today's corr."""
-        assert self.chol_ is not None
-        used = clip_uniform(self.u_ring_[: min(self.n_pit_, self.copula_window)])
-        chol = self.chol_
-
-        def neg_loglik(log_nu: float) -> float:
-            nu = math.exp(log_nu)
-            return -float(np.sum(t_copula_loglik(special.stdtrit(nu, used), chol, nu)))
-
-        lo, hi = self.nu_bounds
-        res = optimize.minimize_scalar(
-            neg_loglik,
-            bounds=(math.log(lo), math.log(hi)),
-            method="bounded",
-            options={"xatol": 1e-3},
-        )
-        self._set_nu(math.exp(float(res.x)))
+    def _advance_refit(self, finish: bool = False) -> None:
+        """One update's share of the running refit; swaps its ``nu`` and table in when done."""
+        refit = self.refit_
+        assert refit is not None
+        if finish:
+            refit.advance(refit.search.max_evals, QUANTILE_ROWS_MAX)
+        elif not refit.advance(self.refit_evals, self.refit_rows):
+            return
+        self._set_nu(refit.nu)
+        self._table = refit.table
+        self.refit_ = None
 
     def _set_nu(self, nu: float) -> None:
         if nu != self.nu_copula_:

@@ -1,17 +1,21 @@
-"""LstmCopula: streaming contract, Monte Carlo oracles, contributions, quantile table."""
+"""LstmCopula: streaming contract, Monte Carlo oracles, contributions, quantile table, and the
+copula nu refit spread over several updates."""
 
 from __future__ import annotations
 
+import math
 import pickle
 
 import numpy as np
 import pytest
 import torch
-from scipy import special, stats
+from scipy import optimize, special, stats
 
 from models.base import LEVELS
+from models.copula import StudentTCopula, clip_uniform, t_copula_loglik
 from models.exceptions import NotEnoughObservations
 from models.lstm_copula import (
+    CopulaNuRefit,
     LstmCopula,
     PitScaleCorrection,
     QuantileTable,
@@ -363,3 +367,161 @@ def test_scenarios_are_computed_once_per_state_and_never_stale(rng, artifact) ->
     restored = pickle.loads(pickle.dumps(m))
     np.testing.assert_array_equal(restored.simple_scenarios(), m.simple_scenarios())
     np.testing.assert_array_equal(restored.predict().es, m.predict().es)
+
+
+# -- the copula's nu refit, spread over several updates ----------------------------------------
+BOUNDS = (2.05, 100.0)
+
+
+@pytest.fixture(scope="module")
+def flat_artifact() -> LstmArtifact:
+    """All weights zero: every marginal a Student-t at the EWMA volatility, so the PITs are
+    sensible and the copula's nu lands inside its bounds (random weights pin it to 2.05)."""
+    net = LstmMarginals(TINY)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.zero_()
+    return LstmArtifact(TINY, net.numpy_weights(), "lstm_copula-flat", {})
+
+
+def _t_copula_pits(rng: np.random.Generator, n: int, d: int, nu: float) -> np.ndarray:
+    corr = 0.6 * np.eye(d) + 0.4
+    z = rng.standard_normal((n, d)) @ np.linalg.cholesky(corr).T
+    x = z / np.sqrt(rng.chisquare(nu, size=(n, 1)) / nu)
+    return special.stdtr(nu, x)
+
+
+def _scipy_nu(u: np.ndarray, chol: np.ndarray) -> float:
+    """The refit as one call (what the model did in a single update before)."""
+    used = clip_uniform(u)
+
+    def neg_loglik(log_nu: float) -> float:
+        nu = math.exp(log_nu)
+        return -float(np.sum(t_copula_loglik(special.stdtrit(nu, used), chol, nu)))
+
+    res = optimize.minimize_scalar(
+        neg_loglik, bounds=tuple(map(math.log, BOUNDS)), method="bounded", options={"xatol": 1e-3}
+    )
+    return math.exp(float(res.x))
+
+
+def test_quantile_table_built_in_pieces_equals_the_whole_and_survives_pickling():
+    whole = QuantileTable(4.3, 2.5, 60.0)
+    part = QuantileTable(4.3, 2.5, 60.0, build=False)
+    with pytest.raises(RuntimeError, match="0 of 48 rows"):
+        part.score_map(np.array([5.0]))
+    assert not part.build_rows(20)
+    part = pickle.loads(pickle.dumps(part))  # rows re-tabulated, count kept
+    assert part.rows_done == 20
+    assert not part.build_rows(27)
+    assert part.build_rows(5) and part.rows_done == 48
+    np.testing.assert_array_equal(part.log_q, whole.log_q)
+    nu = np.array([2.6, 5.0, 40.0])
+    np.testing.assert_array_equal(part.score_map(nu).z, whole.score_map(nu).z)
+
+
+def test_refit_in_pieces_finds_the_same_nu_as_one_scipy_search(rng):
+    u = _t_copula_pits(rng, 250, 6, nu=5.0)
+    chol = StudentTCopula(BOUNDS).fit(u).chol_
+    refit = CopulaNuRefit(u, chol, BOUNDS, 2.5, 60.0)
+    updates = 0
+    while not refit.advance(2, 8):
+        updates += 1
+    assert refit.nu == _scipy_nu(u, chol)
+    assert 2.0 < refit.nu < 15.0  # near the true 5 (250 observations)
+    # spread: ceil(evals / 2) updates for the search, the last of them starting the table
+    assert updates + 1 == -(-refit.search.n_evals_ // 2) + 48 // 8 - 1
+    assert refit.done and refit.table is not None and refit.table.nu_copula == refit.nu
+    np.testing.assert_array_equal(refit.table.log_q, QuantileTable(refit.nu, 2.5, 60.0).log_q)
+
+
+def test_no_update_pays_for_more_than_its_share_of_a_refit(rng, flat_artifact, monkeypatch):
+    calls: list[int] = []
+    real = CopulaNuRefit.neg_loglik
+
+    def counted(self, log_nu):
+        calls[-1] += 1
+        return real(self, log_nu)
+
+    monkeypatch.setattr(CopulaNuRefit, "neg_loglik", counted)
+    kw = {**KW, "refit_every": 30}
+    m = LstmCopula(np.full(4, 0.25), flat_artifact, refit_evals=2, refit_rows=8, **kw)
+    x = returns(rng, 150, 4)
+    nus, refits = [], []
+    for row in x:
+        calls.append(0)
+        m.update(row)
+        nus.append(m.nu_copula_)
+        refits.append(m.n_refits_)
+    first = refits.index(1)  # the first fit (StudentTCopula.fit), once, in the warm-up
+    assert max(calls) == 2 and sum(calls) > 16
+    # a refit's nu takes over when its search and its 48-row table are done, days after it began
+    starts = [t for t in range(first + 1, len(calls)) if calls[t] and not calls[t - 1]]
+    ends = [t for t in range(first + 1, len(refits)) if refits[t] > refits[t - 1]]
+    assert len(starts) == 3 and len(ends) == 3
+    assert all(e - s >= 48 // 8 for s, e in zip(starts, ends, strict=True))
+    assert all(nus[e] != nus[e - 1] for e in ends)  # with these data each refit moves nu
+
+
+def test_the_refit_uses_the_pits_and_correlation_of_the_day_it_is_due(rng, flat_artifact):
+    kw = {**KW, "refit_every": 30}
+    m = LstmCopula(np.full(3, 1 / 3), flat_artifact, **kw)
+    x = returns(rng, 120, 3)
+    seen = None
+    for row in x:
+        had = m.refit_
+        m.update(row)
+        if had is None and m.refit_ is not None and seen is None:
+            # started in this update: its PITs are the ring of this day
+            n = min(m.n_pit_, m.copula_window)
+            expected = _scipy_nu(m.u_ring_[:n], m.chol_)
+            seen = m.refit_
+        if seen is not None and m.refit_ is None:
+            assert m.nu_copula_ == expected
+            n = min(m.n_pit_, m.copula_window)
+            assert _scipy_nu(m.u_ring_[:n], m.chol_) != expected  # the ring has moved on
+            break
+    else:
+        pytest.fail("no refit finished")
+
+
+def test_a_refit_due_while_the_last_still_runs_finishes_the_last_first(rng, flat_artifact):
+    # 48 rows at one per update: a refit cannot finish within 7 days, so each is finished
+    # when the next is due, with the nu of its own start
+    m = LstmCopula(np.full(3, 1 / 3), flat_artifact, refit_evals=1, refit_rows=1, **KW)
+    x = returns(rng, 110, 3)
+    pending: list[float] = []
+    applied: list[float] = []
+    for row in x:
+        before = m.refit_
+        m.update(row)
+        if m.refit_ is not before and m.refit_ is not None:
+            n = min(m.n_pit_, m.copula_window)
+            pending.append(_scipy_nu(m.u_ring_[:n], m.chol_))
+            if before is not None:
+                applied.append(m.nu_copula_)
+    assert len(applied) >= 3 and len(set(applied)) == len(applied)
+    assert applied == pending[: len(applied)]
+
+
+def test_a_refit_survives_pickling_and_ends_on_the_same_day(rng, flat_artifact):
+    kw = {**KW, "refit_every": 30}
+    x = returns(rng, 150, 4)
+    a = LstmCopula(np.full(4, 0.25), flat_artifact, **kw)
+    b = None
+    for t, row in enumerate(x):
+        a.update(row)
+        if b is None and a.refit_ is not None and a.refit_.search.n_evals_ >= 3:
+            b = pickle.loads(pickle.dumps(a))
+            continue
+        if b is not None:
+            b.update(row)
+            assert (b.nu_copula_, b.n_refits_) == (a.nu_copula_, a.n_refits_), t
+            if t > 60:
+                np.testing.assert_array_equal(a.predict().var, b.predict().var)
+    assert b is not None and a.n_refits_ >= 3
+
+
+def test_bad_refit_pace_is_refused(artifact):
+    with pytest.raises(ValueError, match="refit_evals and refit_rows"):
+        LstmCopula(np.ones(2) / 2, artifact, refit_evals=0)
