@@ -24,9 +24,11 @@ import numpy as np
 
 from models.panel import Panel
 from producers.ticks import panel_ticks
+from stream_app.exceptions import StreamAppError
 from stream_app.records import dumps
 
 __all__ = [
+    "BrokerUnavailable",
     "ReplayProgress",
     "ReplayStats",
     "TickPublisher",
@@ -44,21 +46,47 @@ def new_run_id(prefix: str = "replay") -> str:
     return f"{prefix}-{stamp}-{np.random.default_rng().integers(16**4):04x}"
 
 
+class BrokerUnavailable(StreamAppError, ConnectionError):
+    """The Kafka broker named by a bootstrap address could not be reached."""
+
+
 def ensure_topics(
     bootstrap: str,
     topics: Iterable[str],
     partitions: int,
     *,
     timeout_ms: int = 10_000,
+    bootstrap_timeout_ms: int = 5_000,
 ) -> list[str]:
-    """Create the topics that do not exist yet (replication 1); return those created."""
+    """Create the topics that do not exist yet (replication 1); return those created.
+
+    Raises
+    ------
+    BrokerUnavailable
+        No broker answered at ``bootstrap`` within ``bootstrap_timeout_ms``.
+    """
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
-    from kafka.errors import TopicAlreadyExistsError
+    from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-    admin = KafkaAdminClient(
-        bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms, client_id="riskmon-admin"
-    )
+    try:
+        admin = KafkaAdminClient(
+            bootstrap_servers=bootstrap,
+            request_timeout_ms=timeout_ms,
+            bootstrap_timeout_ms=bootstrap_timeout_ms,
+            client_id="riskmon-admin",
+        )
+    except ValueError as exc:  # kafka-python parses host:port in the constructor
+        raise BrokerUnavailable(
+            f"Kafka bootstrap {bootstrap!r} is not host:port[,host:port] ({exc}); "
+            "check RISKMON_KAFKA_BOOTSTRAP"
+        ) from None
+    except (KafkaError, OSError) as exc:
+        raise BrokerUnavailable(
+            f"cannot reach a Kafka broker at {bootstrap!r} within "
+            f"{bootstrap_timeout_ms / 1000:g} s ({exc}); check RISKMON_KAFKA_BOOTSTRAP "
+            "(host:port of a running broker) or run `riskmon demo`"
+        ) from None
     try:
         existing = set(admin.list_topics())
         wanted = [t for t in dict.fromkeys(topics) if t not in existing]
