@@ -186,6 +186,8 @@ def bar_to_ticks(
     sizes : ndarray of shape (n_ticks,)
         Non-negative, adding up to ``volume``.
     """
+    if n_ticks < 4:
+        raise ValueError(f"n_ticks={n_ticks} must be >= 4 (open, high, low and close)")
     start, end = session_bounds_ns(day, session=session, tz=tz)
     span_ms = (end - start) // 1_000_000
     if span_ms < n_ticks - 1:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -38,9 +39,24 @@ def _speed(text: str) -> float | None:
         raise argparse.ArgumentTypeError(
             f"--speed {text!r}: give trading days per second (e.g. 5) or 'max'"
         ) from None
-    if value <= 0:
+    if math.isnan(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"--speed {text!r} must be > 0 or 'max'")
-    return value
+    return None if math.isinf(value) else value
+
+
+def _at_least(lowest: int, what: str) -> Any:
+    """An argparse type: an integer >= ``lowest`` (checked before anything starts)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < lowest:
+            raise argparse.ArgumentTypeError(f"{value} must be >= {lowest} ({what})")
+        return value
+
+    return parse
 
 
 def _models(text: str) -> tuple[str, ...]:
@@ -80,11 +96,14 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
         help="trading days per second, or 'max' (default)",
     )
     p.add_argument(
-        "--ticks-per-day", type=int, default=50, help="ticks per asset and day (default 50)"
+        "--ticks-per-day",
+        type=_at_least(4, "a bar's open, high, low and close need a tick each"),
+        default=50,
+        help="ticks per asset and day, >= 4 (default 50)",
     )
     p.add_argument(
         "--bundle",
-        type=int,
+        type=_at_least(1, "ticks per message"),
         default=10,
         help="ticks of one asset per Kafka message (1 = one tick per message; default 10)",
     )
