@@ -119,6 +119,15 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     from stream_app.tables import backtest_table, comparison_table
 
     console = Console(width=None if sys.stdout.isatty() else 200)
+    if args.jobs < 1:
+        raise ValueError(f"--jobs {args.jobs}: must be >= 1 (models run in parallel)")
+    if args.weights is not None and not args.weights.strip():
+        raise ValueError("--weights '': give 'equal', 'SPY=0.6,TLT=0.4' or a YAML file")
+    if args.assets and args.weights and args.weights.strip().lower() != "equal":
+        raise ValueError(
+            f"--assets {args.assets} and --weights {args.weights}: give one of them "
+            "(--assets means equal weights; --weights names its own assets)"
+        )
     models = parse_model_names(args.models)
     if args.retrain == "yearly":
         if not any(m in RETRAINABLE for m in models):
