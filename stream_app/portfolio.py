@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,12 +58,76 @@ def equal_weights(assets: list[str] | tuple[str, ...], name: str = "equal") -> P
     return Portfolio(name, tuple(assets), tuple([1.0 / n] * n))
 
 
-def _from_mapping(name: str, mapping: dict, limits: dict | None = None) -> Portfolio:
+#: Keys of one portfolio in a YAML file (champion .. fallback are read by the stream,
+#: :func:`stream_app.risk.load_portfolio_configs`); any other key is a typo.
+PORTFOLIO_KEYS = (
+    "name",
+    "weights",
+    "assets",
+    "limits",
+    "champion",
+    "challengers",
+    "seed",
+    "fallback",
+)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key repeated in one mapping (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, Hashable) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is repeated", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _read_yaml(p: Path) -> object:
+    try:
+        return yaml.load(p.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+    except OSError as exc:
+        raise PortfolioError(f"cannot read portfolio file {p}: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise PortfolioError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{p}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(p)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise PortfolioError(f"{where}: not valid YAML: {problem}") from None
+
+
+def _from_mapping(name: str, mapping: object, limits: object = None) -> Portfolio:
+    if not isinstance(mapping, dict):
+        raise PortfolioError(
+            f"portfolio {name!r}: weights must be a mapping ASSET: WEIGHT, got {mapping!r}"
+        )
+    if limits is not None and not isinstance(limits, dict):
+        raise PortfolioError(
+            f"portfolio {name!r}: limits must be a mapping such as {{var99: 0.04}}, got {limits!r}"
+        )
+    bools = [str(k) for k, v in mapping.items() if isinstance(v, bool)]
+    if bools:
+        raise PortfolioError(
+            f"portfolio {name!r}: weights of {bools} must be numbers, not true/false"
+        )
     try:
         weights = {str(k): float(v) for k, v in mapping.items()}
     except (TypeError, ValueError) as exc:
         raise PortfolioError(f"portfolio {name!r}: weights must be numbers ({exc})") from None
     return Portfolio(name, tuple(weights), tuple(weights.values()), dict(limits or {}))
+
+
+def _check_keys(p: Path, name: str, item: dict) -> None:
+    unknown = [str(k) for k in item if k not in PORTFOLIO_KEYS]
+    if unknown:
+        raise PortfolioError(
+            f"{p}: portfolio {name!r}: unknown key(s) {unknown}; valid: {', '.join(PORTFOLIO_KEYS)}"
+        )
 
 
 def load_portfolios(path: str | Path) -> list[Portfolio]:
@@ -72,18 +137,22 @@ def load_portfolios(path: str | Path) -> list[Portfolio]:
     or ``{portfolios: [{name, weights: {...} | assets + weights: [...], limits: {...}}]}``.
     """
     p = Path(path)
-    try:
-        doc = yaml.safe_load(p.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise PortfolioError(f"cannot read portfolio file {p}: {exc}") from None
+    doc = _read_yaml(p)
     if not isinstance(doc, dict):
-        raise PortfolioError(f"{p}: expected a mapping at the top level")
+        what = "the file is empty" if doc is None else f"got {type(doc).__name__}"
+        raise PortfolioError(f"{p}: expected a mapping at the top level ({what})")
     if "portfolios" in doc:
+        if len(doc) > 1:
+            others = [str(k) for k in doc if k != "portfolios"]
+            raise PortfolioError(f"{p}: unknown top-level key(s) {others} next to 'portfolios'")
+        if not isinstance(doc["portfolios"], list | None):
+            raise PortfolioError(f"{p}: 'portfolios' must be a list of portfolios")
         out = []
         for i, item in enumerate(doc["portfolios"] or []):
             if not isinstance(item, dict) or "weights" not in item:
                 raise PortfolioError(f"{p}: portfolio #{i + 1} needs 'weights'")
             name = str(item.get("name", f"portfolio{i + 1}"))
+            _check_keys(p, name, item)
             w = item["weights"]
             if isinstance(w, list):
                 assets = item.get("assets")
@@ -98,9 +167,15 @@ def load_portfolios(path: str | Path) -> list[Portfolio]:
             out.append(_from_mapping(name, w, item.get("limits")))
         if not out:
             raise PortfolioError(f"{p}: 'portfolios' is empty")
+        names = [x.name for x in out]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise PortfolioError(f"{p}: portfolio name(s) {twice} used more than once")
         return out
     if "weights" in doc:
-        return [_from_mapping(str(doc.get("name", p.stem)), doc["weights"], doc.get("limits"))]
+        name = str(doc.get("name", p.stem))
+        _check_keys(p, name, doc)
+        return [_from_mapping(name, doc["weights"], doc.get("limits"))]
     return [_from_mapping(p.stem, doc)]
 
 
@@ -114,13 +189,21 @@ def parse_weights(spec: str | None, available: list[str] | tuple[str, ...] | Non
             raise PortfolioError("equal weights need the list of available assets")
         return equal_weights(list(available))
     if spec.endswith((".yaml", ".yml")) or Path(spec).is_file():
-        portfolio = load_portfolios(spec)[0]
+        portfolios = load_portfolios(spec)
+        if len(portfolios) > 1:
+            raise PortfolioError(
+                f"{spec} holds {len(portfolios)} portfolios "
+                f"({', '.join(x.name for x in portfolios)}); give a file with one"
+            )
+        portfolio = portfolios[0]
     else:
         mapping = {}
         for part in spec.split(","):
             asset, sep, value = part.partition("=")
             if not sep:
                 raise PortfolioError(f"bad weight {part!r}: expected ASSET=WEIGHT, e.g. SPY=0.6")
+            if asset.strip() in mapping:
+                raise PortfolioError(f"bad weights {spec!r}: {asset.strip()} is given twice")
             mapping[asset.strip()] = value.strip()
         portfolio = _from_mapping("cli", mapping)
     if available is not None:

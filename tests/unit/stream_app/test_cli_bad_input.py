@@ -54,3 +54,38 @@ def _error(capsys, argv: list[str]) -> str:
 def test_backtest_options_that_were_silently_ignored(capsys, tmp_path, extra, expected):
     argv = ["backtest", "--data", str(tmp_path), "--out", str(tmp_path / "out"), *extra]
     assert expected in _error(capsys, argv)
+
+
+ONE = "portfolios:\n  - name: a\n    weights: {AAA: 0.5, BBB: 0.5}\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", "expected a mapping at the top level (the file is empty)"),
+        ("portfolios:\n  - name: a\n    weights: {AAA: 0.5\n", "book.yaml:4:1: not valid YAML"),
+        ("AAA: 0.5\nAAA: 0.3\nBBB: 0.2\n", "book.yaml:2:1: not valid YAML: key 'AAA' is repeated"),
+        ("weights: 0.5\n", "weights must be a mapping ASSET: WEIGHT, got 0.5"),
+        ("weights: [0.5, 0.5]\n", "weights must be a mapping ASSET: WEIGHT, got [0.5, 0.5]"),
+        (ONE + "    limits: [1, 2]\n", "limits must be a mapping such as {var99: 0.04}"),
+        (ONE.replace("0.5, BBB", "true, BBB"), "weights of ['AAA'] must be numbers"),
+        (ONE + "    limit: {var99: 0.1}\n", "unknown key(s) ['limit']; valid: name, weights"),
+        ("portfolios: {name: a, weights: {AAA: 1}}\n", "'portfolios' must be a list"),
+        (ONE + ONE[12:], "portfolio name(s) ['a'] used more than once"),
+        (ONE + ONE[12:].replace("name: a", "name: b"), "holds 2 portfolios (a, b)"),
+        (b"\xff\xfe AAA: 1\n", "book.yaml: not UTF-8 text"),
+    ],
+)
+def test_backtest_weights_file(capsys, tmp_path, text, expected):
+    book = tmp_path / "book.yaml"
+    if isinstance(text, bytes):
+        book.write_bytes(text)
+    else:
+        book.write_text(text)
+    argv = ["backtest", "--data", str(tmp_path), "--weights", str(book)]
+    assert expected in _error(capsys, argv)
+
+
+def test_backtest_inline_weights_name_an_asset_once(capsys, tmp_path):
+    argv = ["backtest", "--data", str(tmp_path), "--weights", "AAA=0.6,AAA=0.4"]
+    assert "'AAA=0.6,AAA=0.4': AAA is given twice" in _error(capsys, argv)
