@@ -232,6 +232,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line; a pydantic settings error names each bad field."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors) and type(exc).__name__ == "ValidationError":
+        parts = []
+        for e in errors(include_url=False):
+            field = ".".join(str(x) for x in e.get("loc", ())) or "?"
+            parts.append(f"{field}={e.get('input')!r}: {e.get('msg')}")
+        title = getattr(exc, "title", "settings")
+        return f"invalid {title} ({'; '.join(parts)}); set by an option or a RISKMON_* variable"
+    return " ".join(str(exc).split("\n"))
+
+
 def main(argv: list[str] | None = None) -> int:
     from stream_app.heap import keep_heap
 
@@ -241,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (RiskmonError, ValueError) as exc:
-        print(f"riskmon {args.command}: error: {exc}", file=sys.stderr)
+        print(f"riskmon {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"riskmon {args.command}: interrupted", file=sys.stderr)

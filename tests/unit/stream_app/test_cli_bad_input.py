@@ -89,3 +89,14 @@ def test_backtest_weights_file(capsys, tmp_path, text, expected):
 def test_backtest_inline_weights_name_an_asset_once(capsys, tmp_path):
     argv = ["backtest", "--data", str(tmp_path), "--weights", "AAA=0.6,AAA=0.4"]
     assert "'AAA=0.6,AAA=0.4': AAA is given twice" in _error(capsys, argv)
+
+
+def test_bad_setting_from_an_option_is_one_line(capsys):
+    err = _error(capsys, ["worker", "--metrics-port", "-1"])
+    assert "metrics_port=-1: Input should be greater than or equal to 0" in err
+
+
+def test_bad_setting_from_the_environment_is_one_line(capsys, monkeypatch):
+    monkeypatch.setenv("RISKMON_PARTITIONS", "abc")
+    monkeypatch.setenv("RISKMON_KAFKA_BOOTSTRAP", "127.0.0.1:9")
+    assert "partitions='abc': Input should be a valid integer" in _error(capsys, ["replay"])
