@@ -121,7 +121,12 @@ def cmd_alerts_tail(args: argparse.Namespace) -> int:
     url, password = _redis_url(args)
     since = parse_since(args.since)
     console = Console(highlight=False, soft_wrap=True)
-    client = make_redis(url, password, asyncio=False)
+    try:
+        client = make_redis(url, password, asyncio=False)
+    except ValueError as exc:  # redis-py parses the URL here
+        raise ValueError(
+            f"bad Redis URL {mask_url(url)!r} (--redis or RISKMON_REDIS_URL): {exc}"
+        ) from None
     reader = AlertReader(client, args.run, since, backlog=args.count)
     import redis
 
@@ -142,6 +147,10 @@ def cmd_alerts_tail(args: argparse.Namespace) -> int:
                     waiting = True
                 time.sleep(1.0)
                 continue
+            except redis.RedisError as exc:  # it answered, but not as a Redis with our streams
+                raise ValueError(
+                    f"cannot read alerts from {mask_url(url)}: {exc} (is it a Redis server?)"
+                ) from None
             if waiting:
                 console.print("[green]Redis is back[/]")
                 waiting = False

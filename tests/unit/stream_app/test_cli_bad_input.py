@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
+
 import pytest
 
 from stream_app.cli import build_parser, main
@@ -100,3 +104,52 @@ def test_bad_setting_from_the_environment_is_one_line(capsys, monkeypatch):
     monkeypatch.setenv("RISKMON_PARTITIONS", "abc")
     monkeypatch.setenv("RISKMON_KAFKA_BOOTSTRAP", "127.0.0.1:9")
     assert "partitions='abc': Input should be a valid integer" in _error(capsys, ["replay"])
+
+
+@pytest.fixture
+def http_port():
+    """A loopback port whose server answers every connection like an HTTP server would."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    stop = threading.Event()
+
+    def serve() -> None:
+        server.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(1.0)
+                with contextlib.suppress(OSError):
+                    conn.recv(4096)
+                    conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join(2)
+    server.close()
+
+
+@pytest.mark.parametrize("once", [["--once"], []])
+def test_alerts_tail_from_a_server_that_is_not_redis(capsys, http_port, once):
+    pytest.importorskip("redis")
+    url = f"redis://127.0.0.1:{http_port}/0"
+    err = _error(capsys, ["alerts", "tail", "--redis", url, *once])
+    assert f"cannot read alerts from {url}" in err and "is it a Redis server?" in err
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("notaurl", "bad Redis URL 'notaurl' (--redis or RISKMON_REDIS_URL): Redis URL must"),
+        ("redis://127.0.0.1:abc/0", "bad Redis URL 'redis://127.0.0.1:abc/0'"),
+    ],
+)
+def test_alerts_tail_bad_url_is_named(capsys, url, expected):
+    pytest.importorskip("redis")
+    assert expected in _error(capsys, ["alerts", "tail", "--once", "--redis", url])
