@@ -12,7 +12,7 @@ own histogram ``riskmon_tick_to_snapshot_seconds`` (arrival -> published) is pri
 round trip producer -> broker -> consumer on a scratch topic at the same message rate
 (the broker's floor). Target: p99 < 100 ms at 5,000 ticks/s.
 
-    python bench/bench_latency.py [--rate 5000] [--seconds 30] [--bundle-ms 20]
+    python bench/bench_latency.py [--rate 5000] [--seconds 30] [--bundle-ms 20] [--partitions 4]
 """
 
 from __future__ import annotations
@@ -132,6 +132,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--warmup", type=float, default=5.0, help="seconds left out at the start")
     ap.add_argument("--bundle-ms", type=float, default=20.0)
+    ap.add_argument(
+        "--partitions", type=int, default=4, help="partitions of every topic (the default 4)"
+    )
     args = ap.parse_args()
     out = Path(tempfile.mkdtemp(prefix="riskmon-bench-latency-"))
     weights = "\n".join(f"      {a}: 0.1" for a in ASSETS)
@@ -146,7 +149,7 @@ def main() -> None:
         "RISKMON_APP_ID": "riskmon-bench-latency",
     }
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    with Stack(out, worker_env=env) as stack:
+    with Stack(out, worker_env=env, partitions=args.partitions) as stack:
         bootstrap = stack.bootstrap
         print(f"worker ready in {stack.ready_s:.1f} s")
 
