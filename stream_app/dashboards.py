@@ -932,12 +932,18 @@ def export_dashboards(out_dir: str | Path, datasource_uid: str = DATASOURCE_UID)
         The files written, one per dashboard.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, board in build_dashboards(datasource_uid).items():
-        path = out / name
-        path.write_text(dumps_dashboard(board), encoding="utf-8")
-        written.append(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, board in build_dashboards(datasource_uid).items():
+            path = out / name
+            path.write_text(dumps_dashboard(board), encoding="utf-8")
+            written.append(path)
+    except OSError as exc:
+        raise StreamAppError(
+            f"cannot write the dashboards to {out}: {exc.strerror or exc}"
+            + (" (it is a file, not a folder)" if out.is_file() else "")
+        ) from None
     return written
 
 
@@ -1062,6 +1068,10 @@ class _Pusher:
         self.client_error = GrafanaClientError
         self.timeout_error = GrafanaTimeoutError
         parts = urlsplit(settings.url)
+        try:
+            parts.port  # noqa: B018 - urlsplit checks the port only when asked
+        except ValueError:
+            parts = parts._replace(scheme="")
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise DashboardPushError(
                 f"Grafana URL {settings.url!r} must look like http://host:3000"
@@ -1108,7 +1118,14 @@ class _Pusher:
                 raise DashboardPushError(
                     f"{self.where} failed to read folder {uid!r}: {exc.message}"
                 ) from None
-            self.call(f"create folder {title!r}", self.api.folder.create_folder, title, uid)
+            try:
+                self.call(f"create folder {title!r}", self.api.folder.create_folder, title, uid)
+            except self.client_error as exc2:
+                hint = " (is the URL the base URL of a Grafana?)" if exc2.status_code == 404 else ""
+                raise DashboardPushError(
+                    f"{self.where} failed to create folder {title!r} "
+                    f"({exc2.status_code}): {exc2.message}{hint}"
+                ) from None
 
     def existing(self, uid: str) -> dict[str, Any] | None:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import http.server
 import socket
 import threading
 
@@ -108,7 +109,7 @@ def test_bad_setting_from_the_environment_is_one_line(capsys, monkeypatch):
 
 @pytest.fixture
 def http_port():
-    """A loopback port whose server answers every connection like an HTTP server would."""
+    """A loopback port whose server answers every connection with an HTTP 400 (not Redis)."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen()
@@ -135,6 +136,33 @@ def http_port():
     server.close()
 
 
+class _NotFound(http.server.BaseHTTPRequestHandler):
+    """Answers 404 to every request: an HTTP server that is not a Grafana."""
+
+    def _answer(self) -> None:
+        self.send_response(404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    do_GET = do_POST = do_PUT = _answer
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def not_found_url():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotFound)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+    thread.join(2)
+
+
 @pytest.mark.parametrize("once", [["--once"], []])
 def test_alerts_tail_from_a_server_that_is_not_redis(capsys, http_port, once):
     pytest.importorskip("redis")
@@ -153,3 +181,23 @@ def test_alerts_tail_from_a_server_that_is_not_redis(capsys, http_port, once):
 def test_alerts_tail_bad_url_is_named(capsys, url, expected):
     pytest.importorskip("redis")
     assert expected in _error(capsys, ["alerts", "tail", "--once", "--redis", url])
+
+
+def test_dashboards_push_to_a_server_that_is_not_grafana(capsys, not_found_url):
+    pytest.importorskip("grafana_client")
+    err = _error(capsys, ["dashboards", "push", "--url", not_found_url, "--timeout", "3"])
+    assert f"Grafana at {not_found_url} failed to create folder 'riskmon' (404)" in err
+    assert "base URL of a Grafana" in err
+
+
+def test_dashboards_push_bad_port_names_the_url(capsys):
+    pytest.importorskip("grafana_client")
+    err = _error(capsys, ["dashboards", "push", "--url", "http://127.0.0.1:abc"])
+    assert "Grafana URL 'http://127.0.0.1:abc' must look like http://host:3000" in err
+
+
+def test_dashboards_export_onto_a_file(capsys, tmp_path):
+    target = tmp_path / "taken"
+    target.write_text("x")
+    err = _error(capsys, ["dashboards", "export", "--out", str(target)])
+    assert f"cannot write the dashboards to {target}" in err and "is a file" in err
