@@ -66,6 +66,7 @@ from models.walkforward import WalkForwardResult
 from stream_app.train_common import (
     ARTIFACT_DIR,
     load_panel,
+    parse_day,
     parse_years,
     rich_progress,
     torch_threads,
@@ -1106,7 +1107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help="train and write an artifact")
     t.add_argument("--data", default="shipped", help="'shipped' (default) or a CSV folder")
-    t.add_argument("--until", default=None, help="last day of training data (YYYY-MM-DD)")
+    t.add_argument(
+        "--until", type=parse_day, default=None, help="last day of training data (YYYY-MM-DD)"
+    )
     t.add_argument("--horizons", default="1,5,10")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=2)

@@ -7,7 +7,9 @@ writing and the yearly-retrained walk-forward loop. The model-specific parts
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import re
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -47,14 +49,39 @@ def parse_years(spec: str) -> list[int]:
         part = part.strip()
         if not part:
             continue
+        if not re.fullmatch(r"\d{4}(-\d{4})?", part):
+            raise ValueError(
+                f"years {spec!r}: {part!r} is not a year YYYY or a range YYYY-YYYY "
+                "(e.g. 2008,2012-2023)"
+            )
         if "-" in part:
             a, b = (int(v) for v in part.split("-"))
+            if b < a:
+                raise ValueError(f"years {spec!r}: range {part!r} ends before it starts")
             out.extend(range(a, b + 1))
         else:
             out.append(int(part))
     if not out:
         raise ValueError(f"no years in {spec!r}")
     return sorted(set(out))
+
+
+def parse_day(text: str) -> str:
+    """An argparse type for a date option such as ``--until``: ``YYYY-MM-DD``, checked.
+
+    Examples
+    --------
+    >>> parse_day("2019-12-31")
+    '2019-12-31'
+    """
+    try:
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text.strip()):
+            raise ValueError
+        return str(np.datetime64(text.strip(), "D"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a date YYYY-MM-DD (e.g. 2019-12-31)"
+        ) from None
 
 
 @contextlib.contextmanager

@@ -52,6 +52,7 @@ from models.walkforward import WalkForwardResult
 from stream_app.train_common import (
     ARTIFACT_DIR,
     load_panel,
+    parse_day,
     parse_years,
     rich_progress,
     walk_forward_retrained,
@@ -453,7 +454,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "from the shipped history), or run a yearly-retrained walk-forward.",
     )
     ap.add_argument("--data", default=None, help="CSV folder (default: the shipped history)")
-    ap.add_argument("--until", default=None, help="last target date used for training")
+    ap.add_argument(
+        "--until", type=parse_day, default=None, help="last target date used for training"
+    )
     ap.add_argument("--out", default=str(ARTIFACT_DIR), help="output folder of the artifact")
     ap.add_argument("--name", default=None, help=f"file name (default {DEFAULT_ARTIFACT_NAME})")
     ap.add_argument("--seed", type=int, default=0)

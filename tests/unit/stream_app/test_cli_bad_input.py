@@ -201,3 +201,25 @@ def test_dashboards_export_onto_a_file(capsys, tmp_path):
     target.write_text("x")
     err = _error(capsys, ["dashboards", "export", "--out", str(target)])
     assert f"cannot write the dashboards to {target}" in err and "is a file" in err
+
+
+@pytest.mark.parametrize("model", ["lstm-copula", "cnn"])
+@pytest.mark.parametrize("until", ["2019-13-45", "yesterday", "2009/12/31"])
+def test_train_until_must_be_a_date(capsys, model, until):
+    with pytest.raises(SystemExit) as info:
+        main(["train", model, "--until", until])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"--until: {until!r} is not a date YYYY-MM-DD" in err
+
+
+@pytest.mark.parametrize(
+    ("years", "expected"),
+    [
+        ("20x8", "'20x8' is not a year YYYY or a range YYYY-YYYY"),
+        ("2008,abc", "'abc' is not a year YYYY or a range YYYY-YYYY"),
+        ("2009-2007", "range '2009-2007' ends before it starts"),
+    ],
+)
+def test_evaluate_years_are_checked(capsys, years, expected):
+    assert expected in _error(capsys, ["evaluate", "cnn", "--years", years])
