@@ -32,6 +32,7 @@ __all__ = [
     "ReplayProgress",
     "ReplayStats",
     "TickPublisher",
+    "check_broker",
     "ensure_topics",
     "new_run_id",
     "replay_panel",
@@ -50,27 +51,13 @@ class BrokerUnavailable(StreamAppError, ConnectionError):
     """The Kafka broker named by a bootstrap address could not be reached."""
 
 
-def ensure_topics(
-    bootstrap: str,
-    topics: Iterable[str],
-    partitions: int,
-    *,
-    timeout_ms: int = 10_000,
-    bootstrap_timeout_ms: int = 5_000,
-) -> list[str]:
-    """Create the topics that do not exist yet (replication 1); return those created.
-
-    Raises
-    ------
-    BrokerUnavailable
-        No broker answered at ``bootstrap`` within ``bootstrap_timeout_ms``.
-    """
+def _admin(bootstrap: str, timeout_ms: int, bootstrap_timeout_ms: int) -> Any:
+    """A kafka-python admin client on ``bootstrap``, or :class:`BrokerUnavailable`."""
     from kafka import KafkaAdminClient
-    from kafka.admin import NewTopic
-    from kafka.errors import KafkaError, TopicAlreadyExistsError
+    from kafka.errors import KafkaError
 
     try:
-        admin = KafkaAdminClient(
+        return KafkaAdminClient(
             bootstrap_servers=bootstrap,
             request_timeout_ms=timeout_ms,
             bootstrap_timeout_ms=bootstrap_timeout_ms,
@@ -87,6 +74,38 @@ def ensure_topics(
             f"{bootstrap_timeout_ms / 1000:g} s ({exc}); check RISKMON_KAFKA_BOOTSTRAP "
             "(host:port of a running broker) or run `riskmon demo`"
         ) from None
+
+
+def check_broker(bootstrap: str, *, bootstrap_timeout_ms: int = 5_000) -> None:
+    """Return once a Kafka broker answers at ``bootstrap``.
+
+    Raises
+    ------
+    BrokerUnavailable
+        No broker answered within ``bootstrap_timeout_ms``, or ``bootstrap`` is malformed.
+    """
+    _admin(bootstrap, 10_000, bootstrap_timeout_ms).close()
+
+
+def ensure_topics(
+    bootstrap: str,
+    topics: Iterable[str],
+    partitions: int,
+    *,
+    timeout_ms: int = 10_000,
+    bootstrap_timeout_ms: int = 5_000,
+) -> list[str]:
+    """Create the topics that do not exist yet (replication 1); return those created.
+
+    Raises
+    ------
+    BrokerUnavailable
+        No broker answered at ``bootstrap`` within ``bootstrap_timeout_ms``.
+    """
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = _admin(bootstrap, timeout_ms, bootstrap_timeout_ms)
     try:
         existing = set(admin.list_topics())
         wanted = [t for t in dict.fromkeys(topics) if t not in existing]

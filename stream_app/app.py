@@ -797,7 +797,9 @@ def run_worker(
     """Run one worker (agents ``ingest`` and ``risk``) until SIGINT/SIGTERM (blocking).
 
     Starts the embedded broker when ``settings.kafka_bootstrap`` is None (it stops with
-    the worker) and serves Prometheus metrics on ``metrics_host:metrics_port``. Several
+    the worker); otherwise fails with
+    :class:`~producers.kafka_out.BrokerUnavailable` when no broker answers there within
+    5 s. Serves Prometheus metrics on ``metrics_host:metrics_port``. Several
     workers with the same ``app_id`` and topics share the partitions.
     """
     from stream_app.embedded import EmbeddedKafka
@@ -818,6 +820,11 @@ def run_worker(
             stack.enter_context(kafka)
             settings = settings.model_copy(update={"kafka_bootstrap": kafka.bootstrap})
             log.info("embedded broker on %s (log %s)", kafka.bootstrap, kafka.log_path)
+        else:
+            # Faust logs an unreachable broker and exits 0: fail here with the address instead
+            from producers.kafka_out import check_broker
+
+            check_broker(settings.kafka_bootstrap)
         serve_worker(create_app(settings, registry=registry), settings, registry, loglevel)
 
 

@@ -223,3 +223,13 @@ def test_train_until_must_be_a_date(capsys, model, until):
 )
 def test_evaluate_years_are_checked(capsys, years, expected):
     assert expected in _error(capsys, ["evaluate", "cnn", "--years", years])
+
+
+def test_worker_with_an_unreachable_broker_fails_with_the_address(capsys, monkeypatch):
+    # Faust logged the connection error and the worker exited 0, as if it had finished
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("RISKMON_KAFKA_BOOTSTRAP", f"127.0.0.1:{port}")
+    err = _error(capsys, ["worker", "--metrics-port", "0"])
+    assert f"cannot reach a Kafka broker at '127.0.0.1:{port}'" in err
