@@ -58,6 +58,7 @@ from models import backtest as bt
 from models.base import LEVELS, VaRModel, check_weights, portfolio_simple_return
 from models.exceptions import RiskmonError
 from models.features import FeatureState
+from models.registry import MODELS
 from stream_app.records import (
     LEVEL_KEYS,
     NS_PER_SECOND,
@@ -142,8 +143,21 @@ class PortfolioConfig:
         if len(set(self.assets)) != len(self.assets):
             raise ValueError(f"portfolio {self.name!r}: an asset is listed twice")
         check_weights(self.weights)
+        known = {**{m: m for m in MODELS}, **{m.replace("_", "-"): m for m in MODELS}}
+        for role, model in (
+            ("champion", self.champion),
+            ("fallback", self.fallback),
+            *(("challenger", c) for c in self.challengers if c),
+        ):
+            if model not in known:
+                raise ValueError(
+                    f"portfolio {self.name!r}: unknown {role} model {model!r}; "
+                    f"valid models: {', '.join(MODELS)}"
+                )
+        object.__setattr__(self, "champion", known[self.champion])
+        object.__setattr__(self, "fallback", known[self.fallback])
         object.__setattr__(
-            self, "challengers", tuple(c for c in dict.fromkeys(self.challengers) if c)
+            self, "challengers", tuple(known[c] for c in dict.fromkeys(self.challengers) if c)
         )
         if self.champion in self.challengers:
             object.__setattr__(

@@ -37,7 +37,7 @@ def factory(name, weights, seed):
         return HistoricalSimulation(weights, window=60, min_obs=40), "builtin"
     if name == "ewma":
         return RiskMetricsEWMA(weights, min_obs=20), "builtin"
-    if name == "broken":
+    if name == "cnn":  # stands for a model whose artifact cannot be loaded
         raise ModelUnavailable("no artifact")
     raise ValueError(name)
 
@@ -349,11 +349,28 @@ def test_evict_runs_keeps_live_and_the_current_run():
 
 
 def test_champion_falls_back_when_unavailable():
-    cfg = PortfolioConfig(
-        "book", ASSETS, W, champion="broken", challengers=("hs",), fallback="ewma"
-    )
+    cfg = PortfolioConfig("book", ASSETS, W, champion="cnn", challengers=("hs",), fallback="ewma")
     st = RiskProcessor([cfg], model_factory=factory).new_state("book", "")
     assert st.champion.name == "ewma" and [t.name for t in st.challengers] == ["hs"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({"champion": "broken"}, "unknown champion model 'broken'"),
+        ({"challengers": ("hs", "garch")}, "unknown challenger model 'garch'"),
+        ({"fallback": "none"}, "unknown fallback model 'none'"),
+    ],
+)
+def test_unknown_model_names_are_refused_up_front(kwargs, expected):
+    # before, a typo surfaced only when the risk agent first built the portfolio's state
+    with pytest.raises(ValueError, match=expected):
+        PortfolioConfig("book", ASSETS, W, **kwargs)
+
+
+def test_model_names_may_use_hyphens():
+    cfg = PortfolioConfig("book", ASSETS, W, champion="lstm-copula", challengers=("gjr-skewt",))
+    assert (cfg.champion, cfg.challengers) == ("lstm_copula", ("gjr_skewt",))
 
 
 def test_config_validation_and_state_rebuild_on_change(panel):
