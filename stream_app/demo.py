@@ -25,7 +25,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -167,6 +167,27 @@ class WorkerProcess:
 
 
 # -- services ------------------------------------------------------------------------------
+def stack_partitions(settings: Any, environ: Mapping[str, str]) -> int:
+    """Partitions of every topic of a :class:`Stack` left to choose them.
+
+    ``RISKMON_PARTITIONS`` when the user set it; otherwise 1 when the stack starts the
+    embedded broker (its only consumer is the stack's one worker, and each partition a
+    fetch asks for costs that broker a walk over its record batches), else the settings'
+    default.
+
+    >>> from stream_app.settings import Settings
+    >>> stack_partitions(Settings(kafka_bootstrap=None), {})
+    1
+    >>> stack_partitions(Settings(kafka_bootstrap=None, partitions=3), {"RISKMON_PARTITIONS": "3"})
+    3
+    >>> stack_partitions(Settings(kafka_bootstrap="kafka:9092"), {})
+    4
+    """
+    if settings.kafka_bootstrap is None and "RISKMON_PARTITIONS" not in environ:
+        return 1
+    return int(settings.partitions)
+
+
 class Stack:
     """Broker + Redis (embedded unless configured) + one worker; a context manager.
 
@@ -178,7 +199,8 @@ class Stack:
         Extra ``RISKMON_*`` settings of the worker.
     metrics_port : int
         The worker's metrics port (0 picks a free one).
-    partitions : int
+    partitions : int or None
+        Partitions of every topic; None: :func:`stack_partitions`.
     """
 
     def __init__(
@@ -187,7 +209,7 @@ class Stack:
         *,
         worker_env: dict[str, str] | None = None,
         metrics_port: int = 0,
-        partitions: int = 4,
+        partitions: int | None = None,
     ) -> None:
         from stream_app.settings import Settings
 
@@ -233,6 +255,8 @@ class Stack:
             self.redis_url = valkey.url
             self.started.append(f"embedded Valkey on {valkey.url} (pid {valkey.pid})")
         s = self.settings
+        if self.partitions is None:
+            self.partitions = stack_partitions(s, os.environ)
         ensure_topics(
             self.bootstrap,
             [s.topic_ticks, s.topic_dlq, s.topic_bars, s.topic_risk],
