@@ -49,6 +49,20 @@ BASELINES: tuple[str, ...] = ("hs", "fhs", "ewma", "garch_t", "gjr_skewt", "copu
 _SEEDED = {"copula_garch_t", "lstm_copula"}
 
 
+def model_key(name: str, what: str = "model") -> str:
+    """The registry key of ``name`` (``-`` spelt as ``_``); ValueError naming it otherwise.
+
+    Examples
+    --------
+    >>> model_key("gjr-skewt")
+    'gjr_skewt'
+    """
+    key = name.strip().replace("-", "_")
+    if key not in MODELS:
+        raise ValueError(f"unknown {what} {name!r}; valid models: {', '.join(MODELS)}")
+    return key
+
+
 def parse_model_names(spec: str | Sequence[str]) -> list[str]:
     """Split ``"hs,ewma"`` (or ``"baselines"``, ``"deep"``, ``"all"``) into known model names.
 
@@ -70,9 +84,7 @@ def parse_model_names(spec: str | Sequence[str]) -> list[str]:
             }[name]
             out.extend(n for n in group if n not in out)
             continue
-        key = name.replace("-", "_")
-        if key not in MODELS:
-            raise ValueError(f"unknown model {name!r}; valid models: {', '.join(MODELS)}")
+        key = model_key(name)
         if key not in out:
             out.append(key)
     if not out:

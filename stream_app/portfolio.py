@@ -87,7 +87,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def _read_yaml(p: Path) -> object:
+def read_portfolio_yaml(p: Path) -> object:
+    """The YAML document of a portfolio file; one-line :class:`PortfolioError` when it is not."""
     try:
         return yaml.load(p.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
     except OSError as exc:
@@ -137,7 +138,7 @@ def load_portfolios(path: str | Path) -> list[Portfolio]:
     or ``{portfolios: [{name, weights: {...} | assets + weights: [...], limits: {...}}]}``.
     """
     p = Path(path)
-    doc = _read_yaml(p)
+    doc = read_portfolio_yaml(p)
     if not isinstance(doc, dict):
         what = "the file is empty" if doc is None else f"got {type(doc).__name__}"
         raise PortfolioError(f"{p}: expected a mapping at the top level ({what})")

@@ -58,7 +58,7 @@ from models import backtest as bt
 from models.base import LEVELS, VaRModel, check_weights, portfolio_simple_return
 from models.exceptions import RiskmonError
 from models.features import FeatureState
-from models.registry import MODELS
+from models.registry import model_key
 from stream_app.records import (
     LEVEL_KEYS,
     NS_PER_SECOND,
@@ -143,22 +143,15 @@ class PortfolioConfig:
         if len(set(self.assets)) != len(self.assets):
             raise ValueError(f"portfolio {self.name!r}: an asset is listed twice")
         check_weights(self.weights)
-        known = {**{m: m for m in MODELS}, **{m.replace("_", "-"): m for m in MODELS}}
-        for role, model in (
-            ("champion", self.champion),
-            ("fallback", self.fallback),
-            *(("challenger", c) for c in self.challengers if c),
-        ):
-            if model not in known:
-                raise ValueError(
-                    f"portfolio {self.name!r}: unknown {role} model {model!r}; "
-                    f"valid models: {', '.join(MODELS)}"
-                )
-        object.__setattr__(self, "champion", known[self.champion])
-        object.__setattr__(self, "fallback", known[self.fallback])
-        object.__setattr__(
-            self, "challengers", tuple(known[c] for c in dict.fromkeys(self.challengers) if c)
-        )
+        try:
+            champion = model_key(self.champion, "champion model")
+            fallback = model_key(self.fallback, "fallback model")
+            challengers = [model_key(c, "challenger model") for c in self.challengers if c]
+        except ValueError as exc:
+            raise ValueError(f"portfolio {self.name!r}: {exc}") from None
+        object.__setattr__(self, "champion", champion)
+        object.__setattr__(self, "fallback", fallback)
+        object.__setattr__(self, "challengers", tuple(dict.fromkeys(challengers)))
         if self.champion in self.challengers:
             object.__setattr__(
                 self, "challengers", tuple(c for c in self.challengers if c != self.champion)
@@ -193,12 +186,10 @@ def load_portfolio_configs(
     >>> [(c.name, c.assets, c.champion, c.challengers) for c in load_portfolio_configs(p)]
     [('book', ('SPY', 'TLT'), 'ewma', ('hs',))]
     """
-    import yaml
-
-    from stream_app.portfolio import PortfolioError, load_portfolios
+    from stream_app.portfolio import PortfolioError, load_portfolios, read_portfolio_yaml
 
     portfolios = load_portfolios(path)
-    doc = yaml.safe_load(Path(path).read_text())
+    doc = read_portfolio_yaml(Path(path))  # the same reader: repeated keys refused alike
     items = doc.get("portfolios") if isinstance(doc, dict) and "portfolios" in doc else [doc]
     out = []
     for i, p in enumerate(portfolios):
@@ -367,9 +358,9 @@ def build_model(
     ValueError
         For an unknown model name.
     """
-    from models.registry import MODELS, make_model
+    from models.registry import make_model
 
-    key = name.strip().replace("-", "_")
+    key = model_key(name)
     paths = dict(artifacts or {})
     w = np.asarray(weights, dtype=float)
     if key == "lstm_copula":
@@ -395,10 +386,6 @@ def build_model(
             raise ModelUnavailable(f"cnn cannot run here: {exc}") from exc
         version = art.get("model_version") or art.get("version") or "cnn"
         return model, str(version)
-    if key not in MODELS:
-        raise ValueError(
-            f"unknown model {name!r}; valid models: lstm_copula, cnn, {', '.join(MODELS)}"
-        )
     return make_model(key, w, seed=seed), "builtin"
 
 
