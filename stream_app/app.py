@@ -9,7 +9,9 @@ Topics (names from :class:`~stream_app.settings.Settings`; all ``settings.partit
 partitions, raw bytes in and out):
 
 ``ticks``      key = asset, value = a JSON tick (:class:`~stream_app.records.Tick`) or
-               a bundle: a JSON array of ticks of that asset, in order.
+               a bundle: a JSON array of ticks of that asset, in order. The ``ingest``
+               agent gets the messages one fetch brought from a partition as one
+               event (a record run, :mod:`stream_app.consumer`).
 ``ticks.dlq``  key and value = the rejected message exactly as it arrived (for a bad
                item of a bundle: that item, re-encoded); headers ``reason`` (a
                :class:`~stream_app.validate.Reason` string), ``source_topic``,
@@ -62,7 +64,7 @@ import inspect
 import logging
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -73,7 +75,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import Field
 
 from models.exceptions import DataError
-from stream_app.consumer import Transport
+from stream_app.consumer import RecordRuns, RecordRunSchema, Transport, event_records
 from stream_app.faust_tables import raw_keyed_table
 from stream_app.ingest import BatchResult, IngestProcessor, coalesce_lasts
 from stream_app.metrics import IngestMetrics, RiskMetrics
@@ -265,14 +267,19 @@ class _BatchStore(MutableMapping[str, dict[str, Any]]):
                 del self.table[key]
 
 
-def _chunks_by_bytes(events: Any, max_bytes: int) -> Iterator[list[Any]]:
-    """Split a batch so that no chunk holds much more than ``max_bytes`` of values
-    (bundles make one message worth many ticks; a chunk bounds the loop's stall)."""
-    chunk: list[Any] = []
+Record = tuple[bytes | None, Any, int, int]
+
+
+def _chunks_by_bytes(records: Iterable[Record], max_bytes: int) -> Iterator[list[Record]]:
+    """Split a batch of ``(key, value, partition, offset)`` records so that no chunk
+    holds much more than ``max_bytes`` of values (a batch holds runs of records, and
+    bundles make one record worth many ticks; a chunk bounds the loop's stall)."""
+    chunk: list[Record] = []
     size = 0
-    for event in events:
-        chunk.append(event)
-        size += len(event.value) if isinstance(event.value, bytes | bytearray) else 0
+    for record in records:
+        chunk.append(record)
+        value = record[1]
+        size += len(value) if isinstance(value, bytes | bytearray) else 0
         if size >= max_bytes:
             yield chunk
             chunk, size = [], 0
@@ -295,13 +302,13 @@ class IngestRuntime:
         # a partition consumed behind another must not look idle (see IngestProcessor)
         self.processor.evict_idle_wall_s = 60.0
         partitions = settings.partitions
+        # a fetch's records of a partition arrive as one event (stream_app.consumer)
+        self.runs = RecordRuns(frozenset({settings.topic_ticks}), settings.ingest_run_max)
         self.ticks_topic = app.topic(
             settings.topic_ticks,
-            key_type=bytes,
-            value_type=bytes,
-            key_serializer="raw",
-            value_serializer="raw",
+            schema=RecordRunSchema(),
             partitions=partitions,
+            maxsize=settings.ingest_batch_max,  # events buffered ahead of the agent
         )
         self.dlq_topic = app.topic(
             settings.topic_dlq,
@@ -326,8 +333,9 @@ class IngestRuntime:
         #: asset -> portfolios whose risk stream gets its bars (others: settings.portfolio)
         self.routes: dict[str, tuple[str, ...]] = {}
 
-    def handle_batch(self, events: list[Any]) -> tuple[BatchResult, _BatchStore]:
-        """Validate and aggregate one batch of Faust events (synchronous, no I/O).
+    def handle_batch(self, messages: list[Record]) -> tuple[BatchResult, _BatchStore]:
+        """Validate and aggregate one batch of ``(key, value, partition, offset)``
+        records (synchronous, no I/O).
 
         The state changes stay in the returned store: the agent writes them to the
         table (:meth:`_BatchStore.flush`) only once :meth:`publish` has the batch's
@@ -336,7 +344,6 @@ class IngestRuntime:
         instead of restoring a state that says they were sent when they were not.
         """
         store = _BatchStore(self.table)
-        messages = [(e.message.key, e.value, e.message.partition, e.message.offset) for e in events]
         result = self.processor.process(messages, store)
         now = time.monotonic()
         if now - self._last_sweep >= self.settings.evict_every_s:
@@ -707,6 +714,7 @@ def create_app(
         max_wait_cap_ms=max(2000, settings.consumer_fetch_max_wait_ms),
     )
     rt = app.riskmon = IngestRuntime(app, settings, metrics)
+    app.riskmon_runs = rt.runs
     processor = RiskProcessor(
         load_portfolios_for(settings),
         intraday_interval_s=settings.intraday_interval_s,
@@ -726,7 +734,7 @@ def create_app(
             settings.ingest_batch_max, within=settings.ingest_batch_within
         ):
             summary = dict.fromkeys(("n_in", "n_ok", "n_dead", "n_bars", "n_lasts"), 0)
-            for chunk in _chunks_by_bytes(events, settings.ingest_chunk_bytes):
+            for chunk in _chunks_by_bytes(event_records(events), settings.ingest_chunk_bytes):
                 t0 = time.perf_counter()
                 result, store = rt.handle_batch(chunk)
                 await rt.publish(result)  # on the broker before the state says so

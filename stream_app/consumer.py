@@ -13,13 +13,30 @@ while Faust rebalances is held back and its partitions sought back
 (:meth:`Consumer._hold_back`). aiokafka internals used (0.14): the subscription's
 assignment (``_subscription.subscription.assignment``: positions, high watermarks),
 the group coordinator's ``request_rejoin`` and the client's ``_on_connection_closed``.
+
+Record runs (:class:`RecordRuns`, the app's ``riskmon_runs``): for the topics named
+there (``ticks``) the records one fetch brought from a partition are delivered as
+*one* Faust event, a :class:`RunMessage` whose value is the list of aiokafka records
+(at most ``max_records`` of them), instead of one event per record. Faust's delivery
+path (conductor, channel queue, stream, acks) costs about 150 us per event here, which
+capped one worker near 5,000 single-tick messages a second however fast the agent's
+own batch code was. Offsets keep their meaning: acking a run acks every offset in it
+(:meth:`Consumer.ack`), Faust's read offset of the partition is the run's last offset,
+and a gap before a run is only the offsets missing before its first record
+(:meth:`Consumer._add_gap`). :class:`RecordRunSchema` hands the run through to the
+agent undecoded; :func:`event_records` flattens a batch of events (runs or single
+messages, as ``agent.test_context()`` sends) back into records.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
+import faust
 from faust.transport.drivers import aiokafka as _faust_aiokafka
+from faust.types.tuples import ConsumerMessage, ack_lock
 
 from stream_app.endoffsets import true_end_offsets
 
@@ -131,6 +148,91 @@ def _on_connection_lost(client: Any, callback: Any) -> None:
     client._on_connection_closed = on_connection_closed
 
 
+@dataclass(frozen=True)
+class RecordRuns:
+    """Which topics are delivered as record runs, and how long a run may be.
+
+    Parameters
+    ----------
+    topics : frozenset of str
+    max_records : int
+        A partition's fetched records are cut into runs of at most this many (bounds
+        what one event holds: Faust's stream buffers count events).
+    """
+
+    topics: frozenset[str]
+    max_records: int = 500
+
+    def __post_init__(self) -> None:
+        if self.max_records < 1:
+            raise ValueError(f"max_records={self.max_records} must be >= 1")
+
+    def split(self, records: Any) -> Any:
+        """``{tp: [records]}`` with the lists of the run topics replaced by runs."""
+        if not records:
+            return records
+        n = self.max_records
+        out = {}
+        for tp, recs in records.items():
+            if recs and tp.topic in self.topics:
+                out[tp] = [RecordRun(recs[i : i + n]) for i in range(0, len(recs), n)]
+            else:
+                out[tp] = recs
+        return out
+
+
+class RecordRun:
+    """Consecutive records of one partition from one fetch (what ``_to_message`` turns
+    into a :class:`RunMessage`)."""
+
+    __slots__ = ("records",)
+
+    def __init__(self, records: list[Any]) -> None:
+        self.records = records
+
+
+class RunMessage(ConsumerMessage):
+    """One Faust message standing for a run of records of one partition.
+
+    ``offset`` is the run's last offset (Faust's read offset after it), ``first_offset``
+    its first, ``value`` the list of aiokafka records, ``key`` None.
+    """
+
+    __slots__ = ("first_offset",)
+
+
+class RecordRunSchema(faust.Schema):
+    """Raw bytes keys and values; a :class:`RunMessage` passes through undecoded (its
+    value is already the list of records)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+        )
+
+    def loads_key(self, app: Any, message: Any, **kwargs: Any) -> Any:
+        if type(message) is RunMessage:
+            return None
+        return super().loads_key(app, message, **kwargs)
+
+    def loads_value(self, app: Any, message: Any, **kwargs: Any) -> Any:
+        if type(message) is RunMessage:
+            return message.value
+        return super().loads_value(app, message, **kwargs)
+
+
+def event_records(events: Iterable[Any]) -> Iterator[tuple[bytes | None, Any, int, int]]:
+    """``(key, value, partition, offset)`` of every record of a batch of Faust events,
+    in order: each record of a :class:`RunMessage`, or the event's own message."""
+    for event in events:
+        message = event.message
+        if type(message) is RunMessage:
+            for r in message.value:
+                yield r.key, r.value, r.partition, r.offset
+        else:
+            yield message.key, event.value, message.partition, message.offset
+
+
 class Consumer(_faust_aiokafka.Consumer):
     """faust-streaming's aiokafka consumer with :class:`ConsumerThread`.
 
@@ -146,6 +248,11 @@ class Consumer(_faust_aiokafka.Consumer):
     broker) past the dropped messages, which would never be processed.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: first offset of the run last turned into a message, per partition
+        self._run_first: dict[Any, int] = {}
+
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
@@ -156,7 +263,62 @@ class Consumer(_faust_aiokafka.Consumer):
         monitor = getattr(self.app, "riskmon_offsets", None)
         if monitor is not None and (records or monitor.pending):
             monitor.on_fetched(self, records)
-        return records
+        runs = getattr(self.app, "riskmon_runs", None)
+        return records if runs is None else runs.split(records)
+
+    def _to_message(self, tp: Any, record: Any) -> Any:
+        if type(record) is not RecordRun:
+            return super()._to_message(tp, record)
+        recs = record.records
+        last = recs[-1]
+        message = RunMessage(
+            last.topic,
+            last.partition,
+            last.offset,
+            None if last.timestamp is None else last.timestamp / 1000.0,
+            last.timestamp_type,
+            (),
+            None,
+            recs,
+            None,
+            0,
+            sum(r.serialized_value_size for r in recs),
+            tp,
+            generation_id=self.app.consumer_generation_id,
+        )
+        message.first_offset = self._run_first[tp] = recs[0].offset
+        return message
+
+    async def _add_gap(self, tp: Any, offset_from: int, offset_to: int) -> None:
+        # Faust's delivery loop calls this when a message's offset is more than one
+        # past the read offset, with the range up to that offset: for a run, only the
+        # offsets before its first record are missing (the run itself is acked when
+        # the agent is done with it)
+        first = self._run_first.get(tp)
+        if first is not None and offset_to >= first:
+            offset_to = first - 1
+        await super()._add_gap(tp, offset_from, offset_to)
+
+    def ack(self, message: Any) -> bool:
+        """Faust's ack; for a :class:`RunMessage`, every offset of the run."""
+        if type(message) is not RunMessage:
+            return super().ack(message)
+        with ack_lock:
+            if not super().ack(message):  # the run's last offset
+                return False
+            tp = message.tp
+            committed = self._committed_offset[tp]
+            first = message.first_offset
+            fresh = set(
+                range(first if committed is None else max(first, committed), message.offset)
+            )
+            acked_index = self._acked_index[tp]
+            fresh -= acked_index
+            if fresh:
+                acked_index |= fresh
+                self._acked[tp].extend(fresh)
+                self._n_acked += len(fresh)
+            return True
 
     async def _hold_back(self, records: Any) -> Any:
         """A batch that came back during a rebalance: what Faust would drop is sought
@@ -173,13 +335,12 @@ class Consumer(_faust_aiokafka.Consumer):
         await self._thread.rewind(held)
         return records
 
-    # Faust's delivery loop (``_drain_messages``) is kept as it is. A lighter loop that
-    # awaited each delivery directly when nothing could block it (4,600 -> 10,800
-    # ticks/s with one tick per message) lost every message after a broker restart in
-    # about one run in three (test_worker_carries_on_after_a_broker_restart): a
-    # delivery finishing after the rebalance's seek recorded a stale read offset.
-    # Until that is understood, correctness wins; ticks bundled per message reach the
-    # throughput target instead (bench/bench_ingest.py).
+    # Faust's delivery loop (``_drain_messages``) is kept as it is: record runs cut the
+    # number of deliveries instead. A lighter loop that awaited each delivery directly
+    # when nothing could block it (4,600 -> 10,800 ticks/s with one tick per message,
+    # before runs) lost every message after a broker restart in about one run in three
+    # (test_worker_carries_on_after_a_broker_restart): a delivery finishing after the
+    # rebalance's seek recorded a stale read offset.
 
 
 class Transport(_faust_aiokafka.Transport):

@@ -12,8 +12,9 @@ Each value is plain JSON-able data. ``"partition"`` is the source partition of t
 (run, asset)'s latest tick; state written before it was recorded has no such key.
 
 A message value is one tick object, or a *bundle*: a JSON array of tick objects of the
-message key's asset, in order (producers bundle to cut Faust's per-event cost, which
-dominates a worker's time). Each item is validated alone; a bad item is dead-lettered
+message key's asset, in order (producers bundle to cut the bytes and broker records
+per tick; the worker takes a partition's fetched messages as one Faust event either
+way, see :mod:`stream_app.consumer`). Each item is validated alone; a bad item is dead-lettered
 alone, its value re-encoded and its ``bundle_index`` given. A bar is built in event time: the first trade of a
 trading day opens it, a trade of a later day (or an end-of-day marker) closes it and
 emits it. Only the open bar and the cursor are kept per (run, asset); a (run, asset)

@@ -84,7 +84,15 @@ class Settings(BaseSettings):
     consumer_fetch_max_wait_ms: int = Field(
         10, ge=0, le=10_000, description="The broker adds this to latency: keep it small."
     )
-    ingest_batch_max: int = Field(2000, ge=1, description="Max messages per ingest batch.")
+    ingest_batch_max: int = Field(
+        64,
+        ge=1,
+        description="Max Faust events per ingest batch (a run of a partition's fetched "
+        "ticks messages is one event).",
+    )
+    ingest_run_max: int = Field(
+        500, ge=1, description="Max ticks messages per run (one event of the ingest agent)."
+    )
     ingest_batch_within: float = Field(0.02, gt=0, description="Max seconds to fill a batch.")
     ingest_chunk_bytes: int = Field(
         262_144, ge=1024, description="Process a batch in chunks of about this many bytes."

@@ -160,9 +160,9 @@ def test_changelog_partition_matches_tick_partition():
 def test_batches_split_into_chunks_by_bytes():
     from stream_app.app import _chunks_by_bytes
 
-    events = [types.SimpleNamespace(value=b"x" * n) for n in (10, 10, 30, 5, 50, 1)]
-    chunks = list(_chunks_by_bytes(events, 25))
-    assert [[len(e.value) for e in c] for c in chunks] == [[10, 10, 30], [5, 50], [1]]
+    records = [(b"K", b"x" * n, 0, i) for i, n in enumerate((10, 10, 30, 5, 50, 1))]
+    chunks = list(_chunks_by_bytes(records, 25))
+    assert [[len(r[1]) for r in c] for c in chunks] == [[10, 10, 30], [5, 50], [1]]
     assert list(_chunks_by_bytes([], 25)) == []
 
 
