@@ -32,7 +32,6 @@ __all__ = [
     "ReplayProgress",
     "ReplayStats",
     "TickPublisher",
-    "check_broker",
     "ensure_topics",
     "new_run_id",
     "replay_panel",
@@ -74,17 +73,6 @@ def _admin(bootstrap: str, timeout_ms: int, bootstrap_timeout_ms: int) -> Any:
             f"{bootstrap_timeout_ms / 1000:g} s ({exc}); check RISKMON_KAFKA_BOOTSTRAP "
             "(host:port of a running broker) or run `riskmon demo`"
         ) from None
-
-
-def check_broker(bootstrap: str, *, bootstrap_timeout_ms: int = 5_000) -> None:
-    """Return once a Kafka broker answers at ``bootstrap``.
-
-    Raises
-    ------
-    BrokerUnavailable
-        No broker answered within ``bootstrap_timeout_ms``, or ``bootstrap`` is malformed.
-    """
-    _admin(bootstrap, 10_000, bootstrap_timeout_ms).close()
 
 
 def ensure_topics(

@@ -807,7 +807,8 @@ def run_worker(
     Starts the embedded broker when ``settings.kafka_bootstrap`` is None (it stops with
     the worker); otherwise fails with
     :class:`~producers.kafka_out.BrokerUnavailable` when no broker answers there within
-    5 s. Serves Prometheus metrics on ``metrics_host:metrics_port``. Several
+    5 s. Creates the stream's topics the broker lacks (:func:`ensure_stream_topics`).
+    Serves Prometheus metrics on ``metrics_host:metrics_port``. Several
     workers with the same ``app_id`` and topics share the partitions.
     """
     from stream_app.embedded import EmbeddedKafka
@@ -828,12 +829,29 @@ def run_worker(
             stack.enter_context(kafka)
             settings = settings.model_copy(update={"kafka_bootstrap": kafka.bootstrap})
             log.info("embedded broker on %s (log %s)", kafka.bootstrap, kafka.log_path)
-        else:
-            # Faust logs an unreachable broker and exits 0: fail here with the address instead
-            from producers.kafka_out import check_broker
-
-            check_broker(settings.kafka_bootstrap)
+        created = ensure_stream_topics(settings)
+        if created:
+            log.info("created topics %s (%d partitions)", created, settings.partitions)
         serve_worker(create_app(settings, registry=registry), settings, registry, loglevel)
+
+
+def ensure_stream_topics(settings: Settings) -> list[str]:
+    """Create the stream's topics (ticks, DLQ, bars, risk) that the broker lacks, with
+    ``settings.partitions`` partitions; return those created.
+
+    Faust declares only its internal topics (changelogs, assignor): a send to a topic
+    the broker does not know (one that does not create topics on demand, like the
+    embedded broker) fails, and the agent crash-loops on its first batch. Fails with
+    :class:`~producers.kafka_out.BrokerUnavailable`, naming the address, when no broker
+    answers at ``settings.kafka_bootstrap`` within 5 s (Faust would log the connection
+    error and exit 0).
+    """
+    from producers.kafka_out import ensure_topics
+
+    if settings.kafka_bootstrap is None:
+        raise ValueError("settings.kafka_bootstrap is None")
+    topics = [settings.topic_ticks, settings.topic_dlq, settings.topic_bars, settings.topic_risk]
+    return ensure_topics(settings.kafka_bootstrap, topics, settings.partitions)
 
 
 def serve_worker(

@@ -125,3 +125,39 @@ def test_replay_through_broker_and_worker(kafka_broker, worker):
         assert w.metric("riskmon_dlq_total", reason=reason) == 1
     assert w.metric("riskmon_bars_out_total", closed_by="eod") == n_bars
     assert w.stop() == 0
+
+
+def test_worker_creates_its_topics_on_a_broker_that_lacks_them(kafka_broker, worker):
+    """The embedded broker creates no topic on demand: without the worker's own
+    ensure_stream_topics, the first send to the bars topic failed and the ingest agent
+    crash-looped (seen with fresh topic names)."""
+    from kafka import KafkaAdminClient
+
+    bootstrap = kafka_broker.bootstrap
+    topics = {"topic_ticks": "fresh-ticks", "topic_dlq": "fresh-dlq", "topic_bars": "fresh-bars"}
+    topics["topic_risk"] = "fresh-risk"
+    w = worker(app_id="it-fresh", partitions=2, last_price_interval_s=3600, **topics)
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        deadline = time.monotonic() + 30
+        while not set(topics.values()) <= set(admin.list_topics()):
+            assert time.monotonic() < deadline, w.log()[-3000:]
+            time.sleep(0.2)
+        parts = {
+            d["name"]: len(d["partitions"]) for d in admin.describe_topics(list(topics.values()))
+        }
+    finally:
+        admin.close()
+    assert parts == dict.fromkeys(topics.values(), 2)
+    assert "created topics" in w.log()
+
+    panel = synthetic_panel(2, ("SPY", "TLT"), seed=1)
+    replay_panel(panel, bootstrap, topic=topics["topic_ticks"], run_id="it-f", ticks_per_day=5)
+
+    def done(msgs):
+        return sum(b.kind == "bar" for m in msgs for b in Bar.decode_many(m.value)) >= 4
+
+    msgs = consume_until(bootstrap, [topics["topic_bars"]], done, timeout=45)
+    assert done(msgs), w.log()[-3000:]
+    assert "Crashed" not in w.log()
+    assert w.stop() == 0
