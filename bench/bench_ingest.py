@@ -3,12 +3,15 @@
 Fills topic ``ticks`` first (a synthetic panel as intraday ticks, bundled ``--bundle``
 ticks per message), then starts one worker (``python -m stream_app.app``) and times how
 fast ``riskmon_ticks_in_total`` grows from its first tick to the last (validation, bar
-state, changelog, bars out). Baselines measured in the same run: the same messages
-through :class:`~stream_app.ingest.IngestProcessor` in this process (no broker, no
-Faust: the pure compute ceiling) and a bare aiokafka consumer draining the topic (the
-broker's delivery ceiling). Target: >= 20,000 ticks/s.
+state, changelog, bars out). Baselines measured in the same run: the same worker with
+Faust's one event per message (``RISKMON_INGEST_RUN_MAX=1``, timed for
+``--baseline-seconds``; the worker's default delivers a partition's fetched messages as
+one event, :mod:`stream_app.consumer`), the same messages through
+:class:`~stream_app.ingest.IngestProcessor` in this process (no broker, no Faust: the
+pure compute ceiling) and a bare aiokafka consumer draining the topic (the broker's
+delivery ceiling). Target: >= 20,000 ticks/s.
 
-    python bench/bench_ingest.py [--days 20] [--assets 10] [--ticks-per-day 390] [--bundle 10]
+    python bench/bench_ingest.py [--days 60] [--assets 10] [--ticks-per-day 390] [--bundle 10]
 """
 
 from __future__ import annotations
@@ -87,18 +90,81 @@ def in_process(bootstrap: str, n_messages: int) -> tuple[int, float]:
     return sum(1 for _ in msgs), dt
 
 
+def worker_rate(
+    bootstrap: str,
+    tmp: Path,
+    label: str,
+    n: int,
+    args: argparse.Namespace,
+    limit_s: float,
+    **env_extra: str,
+) -> tuple[float, float, float, float]:
+    """Start one worker on topic ``ticks`` (its own group and output topics) and time how
+    fast ``riskmon_ticks_in_total`` grows from its first tick until it has all ``n`` or
+    ``limit_s`` seconds have passed. Returns (ticks/s, ticks counted, seconds, seconds
+    inside the ingest batches)."""
+    outputs = [f"ticks.dlq-{label}", f"bars-{label}", f"risk-{label}"]
+    ensure_topics(bootstrap, outputs, args.partitions)
+    port = find_free_port()
+    env = dict(
+        os.environ,
+        RISKMON_KAFKA_BOOTSTRAP=bootstrap,
+        RISKMON_METRICS_PORT=str(port),
+        RISKMON_PARTITIONS=str(args.partitions),
+        RISKMON_DATA_DIR=str(tmp / f"faust-{label}"),
+        RISKMON_APP_ID=f"riskmon-bench-ingest-{label}",
+        RISKMON_TOPIC_DLQ=outputs[0],
+        RISKMON_TOPIC_BARS=outputs[1],
+        RISKMON_TOPIC_RISK=outputs[2],
+        **env_extra,
+    )
+    with open(tmp / f"worker-{label}.log", "wb") as log:
+        w = subprocess.Popen(
+            [sys.executable, "-m", "stream_app.app"], env=env, stdout=log,
+            stderr=subprocess.STDOUT, cwd=tmp,
+        )  # fmt: skip
+    try:
+        t_first = n_first = None
+        got = 0.0
+        now = t0 = time.monotonic()
+        while time.monotonic() - t0 < 600:
+            # 4 polls a second: each renders every metric in the worker (at 20 a second
+            # that took about a tenth of the worker's time, py-spy)
+            time.sleep(0.25)
+            try:
+                got = metric(port, "riskmon_ticks_in_total")
+            except OSError:
+                continue
+            now = time.monotonic()
+            if got > 0 and t_first is None:
+                t_first, n_first = now, got
+            if got >= n or (t_first is not None and now - t_first >= limit_s):
+                break
+        counted = got - (n_first or 0)
+        seconds = now - (t_first or now)
+        busy = metric(port, "riskmon_ingest_batch_seconds_sum")
+        return (counted / seconds if seconds > 0 else 0.0), counted, seconds, busy
+    finally:
+        w.terminate()
+        w.wait(30)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--days", type=int, default=20)
+    ap.add_argument("--days", type=int, default=60)
     ap.add_argument("--assets", type=int, default=10)
     ap.add_argument("--ticks-per-day", type=int, default=390)
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--bundle", type=int, default=10, help="ticks per message (1 = none)")
+    ap.add_argument(
+        "--baseline-seconds", type=float, default=20.0,
+        help="how long to time the per-message worker (0 = skip it)",
+    )  # fmt: skip
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="riskmon-bench-ingest-"))
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     with EmbeddedKafka(log_dir=tmp) as kafka:
-        ensure_topics(kafka.bootstrap, ["ticks", "ticks.dlq", "bars", "risk"], args.partitions)
+        ensure_topics(kafka.bootstrap, ["ticks"], args.partitions)
         panel = synthetic_panel(args.days, [f"A{i}" for i in range(args.assets)], seed=42)
         with TickPublisher(kafka.bootstrap, run_id="bench", linger_ms=20) as pub:
             stats = replay_panel(
@@ -111,49 +177,24 @@ def main() -> None:
             f"topic filled: {n:,} ticks in {n_msgs:,} messages (bundle {args.bundle}) in "
             f"{stats.elapsed_s:.1f} s"
         )
-        port = find_free_port()
-        env = dict(
-            os.environ,
-            RISKMON_KAFKA_BOOTSTRAP=kafka.bootstrap,
-            RISKMON_METRICS_PORT=str(port),
-            RISKMON_PARTITIONS=str(args.partitions),
-            RISKMON_DATA_DIR=str(tmp / "faust"),
-            RISKMON_APP_ID="riskmon-bench-ingest",
-        )
-        with open(tmp / "worker.log", "wb") as log:
-            w = subprocess.Popen(
-                [sys.executable, "-m", "stream_app.app"], env=env, stdout=log,
-                stderr=subprocess.STDOUT, cwd=tmp,
+        base = None
+        if args.baseline_seconds > 0:
+            # runs of one record: Faust's own one-event-per-message delivery
+            base, counted, seconds, busy = worker_rate(
+                kafka.bootstrap, tmp, "per-message", n, args, args.baseline_seconds,
+                RISKMON_INGEST_RUN_MAX="1",
             )  # fmt: skip
-        try:
-            t_first = n_first = None
-            got = 0.0
-            now = t0 = time.monotonic()
-            while time.monotonic() - t0 < 600:
-                # 4 polls a second: each renders every metric in the worker (at 20 a second
-                # that took about a tenth of the worker's time, py-spy)
-                time.sleep(0.25)
-                try:
-                    got = metric(port, "riskmon_ticks_in_total")
-                except OSError:
-                    continue
-                now = time.monotonic()
-                if got > 0 and t_first is None:
-                    t_first, n_first = now, got
-                if got >= n:
-                    break
-            rate = (got - n_first) / (now - t_first) if t_first and now > t_first else 0.0
-            batches = metric(port, "riskmon_ingest_batch_seconds_count")
-            busy = metric(port, "riskmon_ingest_batch_seconds_sum")
             print(
-                f"worker: {got - (n_first or 0):,.0f} ticks in {now - (t_first or now):.2f} s = "
-                f"{rate:,.0f} ticks/s ({'OK' if rate >= 20_000 else 'under'} the 20,000 target; "
-                f"one worker, {args.partitions} partitions); {batches:.0f} batches, "
-                f"{busy:.1f} s inside them"
+                f"baseline, the same worker with one Faust event per message: {counted:,.0f} "
+                f"ticks in {seconds:.2f} s = {base:,.0f} ticks/s; {busy:.1f} s inside batches"
             )
-        finally:
-            w.terminate()
-            w.wait(30)
+        rate, counted, seconds, busy = worker_rate(kafka.bootstrap, tmp, "runs", n, args, 600)
+        ratio = f" = {rate / base:.1f}x the per-message worker" if base else ""
+        print(
+            f"worker: {counted:,.0f} ticks in {seconds:.2f} s = {rate:,.0f} ticks/s"
+            f"{ratio} ({'OK' if rate >= 20_000 else 'under'} the 20,000 target; one worker, "
+            f"{args.partitions} partitions, record runs); {busy:.1f} s inside batches"
+        )
         n_proc, dt_proc = in_process(kafka.bootstrap, n_msgs)
         print(
             f"baseline, IngestProcessor in-process on the same {n_proc:,} messages: "
