@@ -174,7 +174,7 @@ class RecordRuns:
         n = self.max_records
         out = {}
         for tp, recs in records.items():
-            if recs and tp.topic in self.topics:
+            if recs and tp[0] in self.topics:  # (topic, partition)
                 out[tp] = [RecordRun(recs[i : i + n]) for i in range(0, len(recs), n)]
             else:
                 out[tp] = recs

@@ -212,7 +212,12 @@ def test_the_worker_consumer_hands_each_batch_to_the_apps_monitor():
         return [await consumer._getmany({TP}, 0.1) for _ in range(3)]
 
     got = asyncio.run(run())
-    assert [len(r.get(TP, [])) for r in got] == [30, 4, 0]  # records passed on unchanged
+    # the records passed on unchanged (ticks: as record runs, stream_app.consumer)
+    assert [[rec for run in r.get(TP, []) for rec in run.records] for r in got] == [
+        batch(0, 30),
+        batch(0, 4, t0=5_000),
+        [],
+    ]
     assert value(registry, "riskmon_consumer_offsets_lost_total", TP) == 30
     assert consumer._read_offset[TP] is None
 
