@@ -175,7 +175,9 @@ def load_portfolio_configs(
 ) -> list[PortfolioConfig]:
     """Read portfolios from YAML (the format of :func:`stream_app.portfolio.load_portfolios`)
     plus, per portfolio, optional ``champion``, ``challengers`` (list), ``seed`` and
-    ``fallback`` keys.
+    ``fallback`` keys. Limits the alert rules cannot use (an unknown key, a value out of
+    range: :func:`stream_app.alerts.check_limits`) are refused here, with the rest of
+    the file's errors, rather than replaced by the defaults when the alerts apply them.
 
     Examples
     --------
@@ -186,6 +188,7 @@ def load_portfolio_configs(
     >>> [(c.name, c.assets, c.champion, c.challengers) for c in load_portfolio_configs(p)]
     [('book', ('SPY', 'TLT'), 'ewma', ('hs',))]
     """
+    from stream_app.alerts import check_limits
     from stream_app.portfolio import PortfolioError, load_portfolios, read_portfolio_yaml
 
     portfolios = load_portfolios(path)
@@ -199,6 +202,9 @@ def load_portfolio_configs(
             challengers = [c.strip() for c in challengers.split(",")]
         if not isinstance(challengers, list):
             raise PortfolioError(f"{path}: portfolio {p.name!r}: challengers must be a list")
+        problems = check_limits(p.limits or {})
+        if problems:  # a limit the alert rules would ignore (a typo'd key, out of range)
+            raise PortfolioError(f"{path}: portfolio {p.name!r}: limits: {'; '.join(problems)}")
         try:
             out.append(
                 PortfolioConfig(

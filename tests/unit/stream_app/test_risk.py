@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -394,6 +395,27 @@ def test_load_portfolio_configs(tmp_path):
     a, b = load_portfolio_configs(p, default_champion="fhs", default_challengers=("hs",))
     assert (a.champion, a.challengers, a.limits) == ("ewma", ("hs",), {"var99": 0.03})
     assert (b.champion, b.challengers) == ("fhs", ("hs",))
+
+
+@pytest.mark.parametrize(
+    ("limits", "expected"),
+    [
+        ("{var_99: 0.03}", "limits: unknown limit 'var_99'"),
+        ("{var99: 0}", "limits: var99=0 not in"),
+        ("{var99: 0.03, max_cnn_score: abc}", "limits: max_cnn_score='abc' is not a number"),
+    ],
+)
+def test_limits_the_alert_rules_cannot_use_are_refused_when_the_file_loads(
+    tmp_path, limits, expected
+):
+    """Before, a typo'd or out-of-range limit was only a warning in the alerts worker's
+    log, and the default applied."""
+    from stream_app.portfolio import PortfolioError
+
+    p = tmp_path / "book.yaml"
+    p.write_text(f"portfolios:\n  - name: a\n    weights: {{SPY: 1.0}}\n    limits: {limits}\n")
+    with pytest.raises(PortfolioError, match=f"portfolio 'a': {re.escape(expected)}"):
+        load_portfolio_configs(p)
 
 
 def test_the_shipped_demo_portfolio_uses_shipped_assets():
