@@ -18,9 +18,9 @@ Record runs (:class:`RecordRuns`, the app's ``riskmon_runs``): for the topics na
 there (``ticks``) the records one fetch brought from a partition are delivered as
 *one* Faust event, a :class:`RunMessage` whose value is the list of aiokafka records
 (at most ``max_records`` of them), instead of one event per record. Faust's delivery
-path (conductor, channel queue, stream, acks) costs about 150 us per event here, which
-capped one worker near 5,000 single-tick messages a second however fast the agent's
-own batch code was. Offsets keep their meaning: acking a run acks every offset in it
+path (conductor, channel queue, stream, acks) costs some hundreds of microseconds per
+event on a 2-core machine, which capped one worker at 3,000-5,000 single-tick messages
+a second however fast the agent's own batch code was (``bench/bench_ingest.py``). Offsets keep their meaning: acking a run acks every offset in it
 (:meth:`Consumer.ack`), Faust's read offset of the partition is the run's last offset,
 and a gap before a run is only the offsets missing before its first record
 (:meth:`Consumer._add_gap`). :class:`RecordRunSchema` hands the run through to the
