@@ -850,8 +850,7 @@ def ensure_stream_topics(settings: Settings) -> list[str]:
 
     if settings.kafka_bootstrap is None:
         raise ValueError("settings.kafka_bootstrap is None")
-    topics = [settings.topic_ticks, settings.topic_dlq, settings.topic_bars, settings.topic_risk]
-    return ensure_topics(settings.kafka_bootstrap, topics, settings.partitions)
+    return ensure_topics(settings.kafka_bootstrap, settings.stream_topics, settings.partitions)
 
 
 def serve_worker(

@@ -224,7 +224,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     run_id = args.run_id or settings.replay_run_id or new_run_id()
     ensure_topics(
         settings.kafka_bootstrap,
-        [settings.topic_ticks, settings.topic_dlq, settings.topic_bars, settings.topic_risk],
+        settings.stream_topics,
         settings.partitions,
     )
     console.print(

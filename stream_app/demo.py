@@ -259,7 +259,7 @@ class Stack:
             self.partitions = stack_partitions(s, os.environ)
         ensure_topics(
             self.bootstrap,
-            [s.topic_ticks, s.topic_dlq, s.topic_bars, s.topic_risk],
+            s.stream_topics,
             self.partitions,
         )
         port = self.metrics_port or find_free_port()

@@ -150,6 +150,11 @@ class Settings(BaseSettings):
             )
         return self
 
+    @property
+    def stream_topics(self) -> list[str]:
+        """The stream's own topics: ticks, DLQ, bars, risk (created when missing)."""
+        return [self.topic_ticks, self.topic_dlq, self.topic_bars, self.topic_risk]
+
     # -- masking ----------------------------------------------------------------
     def safe_dict(self) -> dict[str, Any]:
         """Settings as a plain dict with secrets and URL passwords masked (for logs)."""
