@@ -22,8 +22,9 @@ path (conductor, channel queue, stream, acks) costs some hundreds of microsecond
 event on a 2-core machine, which capped one worker at 3,000-5,000 single-tick messages
 a second however fast the agent's own batch code was (``bench/bench_ingest.py``). Offsets keep their meaning: acking a run acks every offset in it
 (:meth:`Consumer.ack`), Faust's read offset of the partition is the run's last offset,
-and a gap before a run is only the offsets missing before its first record
-(:meth:`Consumer._add_gap`). :class:`RecordRunSchema` hands the run through to the
+a gap before a run is only the offsets missing before its first record
+(:meth:`Consumer._add_gap`), and a run's records below the read offset are dropped as
+Faust drops such single messages (:meth:`Consumer._to_message`). :class:`RecordRunSchema` hands the run through to the
 agent undecoded; :func:`event_records` flattens a batch of events (runs or single
 messages, as ``agent.test_context()`` sends) back into records.
 """
@@ -270,6 +271,14 @@ class Consumer(_faust_aiokafka.Consumer):
         if type(record) is not RecordRun:
             return super()._to_message(tp, record)
         recs = record.records
+        # Faust's delivery loop drops a single message below the partition's read
+        # offset (it was delivered already: a fetch from before a seek); a run
+        # straddling the read offset keeps only its records from there on, or it
+        # would deliver those records twice. A run wholly below it is left whole, for
+        # the loop to drop like any stale message.
+        read = self._read_offset.get(tp)
+        if read is not None and recs[0].offset < read <= recs[-1].offset:
+            recs = [r for r in recs if r.offset >= read]
         last = recs[-1]
         message = RunMessage(
             last.topic,
