@@ -665,7 +665,7 @@ def make_images(
     cross_rows: NDArray[np.float32] | None,
     rows: NDArray[np.intp],
     series: NDArray[np.intp],
-    portfolio: int,
+    portfolio: int | NDArray[np.intp],
     config: CnnConfig,
 ) -> NDArray[np.float32]:
     """Upsample source rows into the network's images.
@@ -675,8 +675,9 @@ def make_images(
     series_rows, cross_rows : see :func:`source_rows`
     rows, series : ndarray of int of shape (n_samples,)
         Row (day) and series of each sample.
-    portfolio : int
-        Index of the portfolio series.
+    portfolio : int or ndarray of int of shape (n_rows_total,)
+        Index of the portfolio series (per row of ``series_rows`` when the rows
+        come from several panels, :func:`stack_samples`).
     config : CnnConfig
 
     Returns
@@ -692,7 +693,8 @@ def make_images(
         if ch == "self":
             src = series_rows[rows, series]
         elif ch == "portfolio":
-            src = series_rows[rows, portfolio]
+            which = np.asarray(portfolio, dtype=np.intp)
+            src = series_rows[rows, which if which.ndim == 0 else which[rows]]
         else:
             assert cross_rows is not None
             src = cross_rows[rows]
@@ -805,15 +807,15 @@ class SampleSet:
     har : ndarray of float32 of shape (n_rows, n_series, 4)
     target : ndarray of shape (n_rows, n_series, n_horizons)
         Relative variance ``RV^2 / scale^2`` (NaN where unknown).
-    portfolio : int
-        Index of the portfolio series.
+    portfolio : int or ndarray of int of shape (n_rows,)
+        Index of the portfolio series (per row for a :func:`stack_samples` set).
     """
 
     series_rows: NDArray[np.float32]
     cross_rows: NDArray[np.float32] | None
     har: NDArray[np.float32]
     target: NDArray[np.float64]
-    portfolio: int
+    portfolio: int | NDArray[np.intp]
 
     def batch(
         self, pairs: NDArray[np.intp], config: CnnConfig
@@ -823,6 +825,65 @@ class SampleSet:
         extra = torch.from_numpy(self.har[rows, series]) if config.har_inputs else None
         # channels-last runs the CPU convolutions ~1.3-2x faster (oneDNN)
         return torch.from_numpy(img).contiguous(memory_format=torch.channels_last), extra
+
+
+def stack_samples(sets: Sequence[SampleSet]) -> tuple[SampleSet, list[int]]:
+    """The rows of several panels' sample sets as one set, to train one network on all.
+
+    Panels may hold different numbers of series: the series axis is padded to
+    the widest with NaN targets (so no training pair ever selects a pad) and
+    the portfolio index is kept per row. The sets must come from the same
+    heatmap specs and configuration.
+
+    Returns
+    -------
+    data : SampleSet
+    offsets : list of int
+        The row offset of each set: its row ``r`` is row ``offsets[i] + r`` of ``data``.
+
+    Examples
+    --------
+    >>> a = SampleSet(np.zeros((3, 2, 1, 4), np.float32), None,
+    ...               np.zeros((3, 2, 4), np.float32), np.ones((3, 2, 1)), portfolio=1)
+    >>> b = SampleSet(np.zeros((2, 4, 1, 4), np.float32), None,
+    ...               np.zeros((2, 4, 4), np.float32), np.ones((2, 4, 1)), portfolio=3)
+    >>> data, offsets = stack_samples([a, b])
+    >>> data.series_rows.shape, offsets, data.portfolio.tolist()
+    ((5, 4, 1, 4), [0, 3], [1, 1, 1, 3, 3])
+    >>> int(np.isnan(data.target[:3, 2:]).sum())
+    6
+    """
+    if not sets:
+        raise ValueError("no sample sets to stack")
+    if len({s.cross_rows is None for s in sets}) > 1:
+        raise ValueError("sample sets differ in their cross-section channel")
+    width = max(s.series_rows.shape[1] for s in sets)
+
+    def pad(a: NDArray[Any], fill: float) -> NDArray[Any]:
+        extra = width - a.shape[1]
+        if extra == 0:
+            return a
+        shape = (a.shape[0], extra, *a.shape[2:])
+        return np.concatenate([a, np.full(shape, fill, dtype=a.dtype)], axis=1)
+
+    offsets = np.cumsum([0] + [s.series_rows.shape[0] for s in sets]).tolist()
+    portfolio = np.concatenate(
+        [
+            np.broadcast_to(np.asarray(s.portfolio, dtype=np.intp), (s.series_rows.shape[0],))
+            for s in sets
+        ]
+    )
+    cross = None
+    if sets[0].cross_rows is not None:
+        cross = np.concatenate([s.cross_rows for s in sets])  # type: ignore[misc]
+    data = SampleSet(
+        np.concatenate([pad(s.series_rows, 0.0) for s in sets]),
+        cross,
+        np.concatenate([pad(s.har, 0.0) for s in sets]),
+        np.concatenate([pad(s.target, np.nan) for s in sets]),
+        portfolio=portfolio,
+    )
+    return data, offsets[:-1]
 
 
 @dataclass

@@ -47,6 +47,7 @@ from models.cnn import (
     pairs_of,
     predict_log_var,
     source_rows,
+    stack_samples,
     train_network,
     vol_targets,
 )
@@ -287,15 +288,33 @@ def fit_rows(
     init_state: Mapping[str, torch.Tensor] | None = None,
     config: CnnConfig | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    extra: Sequence[tuple[Prepared, NDArray[np.intp]]] = (),
 ) -> tuple[Fitted, SampleSet]:
-    """Fit the specs on the training rows, then train the network (early stopping on ``val_rows``)."""
+    """Fit the specs on the training rows, then train the network (early stopping on ``val_rows``).
+
+    ``extra``: more training rows from other panels, ``(prepared panel, rows)``
+    pairs (their series are rendered with the same specs, fitted on ``prep``'s
+    training rows only, and the network trains on all rows at once; validation
+    stays on ``prep``). The returned sample set is ``prep``'s alone.
+    """
     cfg = config or prep.config
     specs = fit_specs(prep.inputs.windows[train_rows], prep.n_assets, cfg)
     data = _samples(prep, specs)
     s = prep.inputs.n_series
+    train_pairs = pairs_of(train_rows, s)
+    train_data = data
+    if extra:
+        train_data, offsets = stack_samples([data, *(_samples(x, specs) for x, _ in extra)])
+        train_pairs = np.concatenate(
+            [train_pairs]
+            + [
+                pairs_of(rows + off, x.inputs.n_series)
+                for (x, rows), off in zip(extra, offsets[1:], strict=True)
+            ]
+        )
     result = train_network(
-        data,
-        pairs_of(train_rows, s),
+        train_data,
+        train_pairs,
         pairs_of(val_rows, s),
         cfg,
         seed=seed,
@@ -303,6 +322,19 @@ def fit_rows(
         progress=progress,
     )
     return Fitted(cfg, specs, result.state_dict, result, train_rows, val_rows), data
+
+
+def extra_rows(extra: Prepared, before: np.datetime64) -> NDArray[np.intp]:
+    """Rows of another panel whose whole target (the row's day + every horizon) lies
+    before ``before``: the training rows it adds to a fit whose validation starts
+    then (no extra target overlaps a validation or test day)."""
+    max_h = max(extra.config.horizons)
+    end_bar = extra.inputs.bar_index + max_h
+    ok = end_bar < extra.panel.n_days
+    ends = np.full(end_bar.shape, np.datetime64("NaT"), dtype=extra.panel.dates.dtype)
+    ends[ok] = extra.panel.dates[end_bar[ok]]
+    ready = np.all(np.isfinite(extra.target), axis=(1, 2))
+    return np.flatnonzero(ok & ready & (ends < before))
 
 
 def train(
@@ -671,6 +703,7 @@ def evaluate(
     out_dir: str | Path | None = None,
     progress: bool = True,
     periods: Mapping[str, tuple[int, int]] | None = None,
+    extra: Sequence[Panel] = (),
 ) -> dict[str, Any]:
     """Out-of-sample evaluation of the CNN's volatility forecasts against the baselines.
 
@@ -704,6 +737,11 @@ def evaluate(
     periods : mapping, optional
         Named ``(first_year, last_year)`` ranges scored; default: all test
         years, "2012-2023", "2008", "2020" and each test year.
+    extra : sequence of Panel
+        More training data for the yearly networks (e.g. the shipped history):
+        each year the network also trains on the rows of these panels whose
+        targets end before the year's validation period starts
+        (:func:`extra_rows`). Validation, test and the baselines stay on ``panel``.
 
     Returns
     -------
@@ -728,6 +766,7 @@ def evaluate(
     if missing_h:
         raise ValueError(f"horizons {missing_h} are not outputs of the network {cfg.horizons}")
     prep = prepare(panel, cfg)
+    extra_preps = [prepare(x, cfg) for x in extra] if retrain == "yearly" else []
     row_years = _year_of(prep.dates)
     max_h = max(cfg.horizons)
     want_cnn = "cnn" in models or "cnn+har" in models
@@ -766,6 +805,9 @@ def evaluate(
                         year_cfg = replace(cfg, max_epochs=int(warm_epochs))  # type: ignore[arg-type]
                     rec = {"year": year}
                     if want_cnn:
+                        val_start = prep.dates[val_rows[0]]
+                        more = [(x, extra_rows(x, val_start)) for x in extra_preps]
+                        more = [(x, r) for x, r in more if r.size]
                         fitted, data = fit_rows(
                             prep,
                             train_rows,
@@ -774,6 +816,7 @@ def evaluate(
                             config=year_cfg,
                             init_state=prev_state if warm else None,
                             progress=bar.trainer(year_cfg, str(year)),
+                            extra=more,
                         )
                         cnn = _cnn_forecast(fitted, data, prep, test_rows)
                         prev_state = fitted.state_dict
@@ -785,6 +828,8 @@ def evaluate(
                             best_val_loss=fitted.result.best_val_loss,
                             seconds_cnn=time.perf_counter() - t0,
                         )
+                        if more:
+                            rec["extra_train_rows"] = [int(r.size) for _, r in more]
                     else:
                         specs = fit_specs(prep.inputs.windows[train_rows], prep.n_assets, cfg)
                         data = _samples(prep, specs)
@@ -827,6 +872,14 @@ def evaluate(
             "threads": threads,
             "warm_epochs": warm_epochs,
             "artifact_version": None if artifact is None else artifact.get("model_version"),
+            "extra": [
+                {
+                    "assets": len(x.assets),
+                    "first_day": str(x.dates[0]),
+                    "last_day": str(x.dates[-1]),
+                }
+                for x in extra
+            ],
             "seconds": time.perf_counter() - t_start,
         },
         "scores": scores,
@@ -1128,6 +1181,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     e.add_argument("--epochs", type=int, default=None)
     e.add_argument("--set", default="", help="CnnConfig overrides, e.g. 'skip=none,pool_size=2'")
     e.add_argument("--warm-epochs", type=int, default=4, help="0: retrain from scratch each year")
+    e.add_argument(
+        "--extra-shipped",
+        action="store_true",
+        help="the yearly networks also train on the shipped history, cut before each "
+        "year's validation period (with --data DIR)",
+    )
     e.add_argument("--out", default="runs/cnn-eval")
     e.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
@@ -1164,6 +1223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         warm_epochs=None if args.warm_epochs == 0 else args.warm_epochs,
         out_dir=args.out,
         progress=not args.no_progress,
+        extra=[load_panel(None)] if args.extra_shipped and args.data != "shipped" else [],
     )
     for h in report["setup"]["horizons"]:
         print(f"\nh = {h} days")

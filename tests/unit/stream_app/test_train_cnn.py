@@ -210,3 +210,67 @@ def test_backtest_writes_cnn_forecasts_like_the_baselines(panel, tmp_path, monke
     assert lines[0] == "date,model,realized,var95,var975,var99,es95,es975,es99"
     cnn_rows = [ln for ln in lines[1:] if ",cnn," in ln]
     assert len(cnn_rows) == results[0].n_forecasts > 50 and n == len(lines) - 1
+
+
+def _other_panel(n_assets, first="2009-06-01", n=700, seed=7):
+    rng = np.random.default_rng(seed)
+    r = rng.standard_normal((n, n_assets)) * 0.01
+    close = 20.0 * np.exp(np.cumsum(r, axis=0))
+    dates = np.busday_offset(first, np.arange(n), roll="forward")
+    names = tuple(f"X{i}" for i in range(n_assets))
+    return Panel(dates, names, close, close, close, close, np.full((n, n_assets), 1e5))
+
+
+def test_extra_rows_end_their_targets_before_the_cut():
+    x = prepare(_other_panel(5), TINY)
+    cut = np.datetime64("2011-06-01")
+    rows = train_cnn.extra_rows(x, cut)
+    assert rows.size > 100
+    last_target_day = x.panel.dates[x.inputs.bar_index[rows[-1]] + max(TINY.horizons)]
+    assert last_target_day < cut
+    nxt = x.panel.dates[x.inputs.bar_index[rows[-1] + 1] + max(TINY.horizons)]
+    assert nxt >= cut  # every row that qualifies is taken
+    assert np.isfinite(x.target[rows]).all()
+
+
+def test_fit_rows_trains_on_another_panels_rows_too(panel):
+    """A wider panel's rows join the training pairs (padded series never drawn);
+    validation and the returned sample set stay on the main panel."""
+    prep = prepare(panel, TINY)
+    rows = np.flatnonzero(np.isfinite(prep.target).all(axis=(1, 2)))
+    train_rows, val_rows = rows[:300], rows[320:420]
+    x = prepare(_other_panel(5), TINY)
+    more = train_cnn.extra_rows(x, prep.dates[val_rows[0]])
+    seen = {}
+    real = train_cnn.train_network
+
+    def spy(data, train_pairs, val_pairs, config, **kw):
+        seen.update(data=data, train=train_pairs, val=val_pairs)
+        return real(data, train_pairs, val_pairs, config, **kw)
+
+    import unittest.mock
+
+    with unittest.mock.patch.object(train_cnn, "train_network", spy):
+        fitted, data = train_cnn.fit_rows(prep, train_rows, val_rows, seed=1, extra=[(x, more)])
+    n_main = prep.target.shape[0]
+    assert seen["train"].shape[0] == 300 * 4 + more.size * 6
+    assert seen["data"].series_rows.shape[:2] == (n_main + x.target.shape[0], 6)
+    assert (seen["data"].portfolio[:n_main] == 3).all() and (
+        seen["data"].portfolio[n_main:] == 5
+    ).all()
+    assert (seen["val"][:, 0] < n_main).all() and seen["val"].shape[0] == 100 * 4
+    assert data.series_rows.shape[1] == 4 and fitted.result.n_train > 0
+    # the network's forecasts for the main panel are finite
+    out = train_cnn.predict_log_var(fitted.network(), data, train_cnn.pairs_of(val_rows, 4), TINY)
+    assert np.isfinite(out).all()
+
+
+def test_evaluate_trains_the_yearly_network_on_extra_panels_before_validation(panel):
+    rep = evaluate(
+        panel, years=[2012], config=TINY, models=("cnn", "har"), horizons=(10,), threads=1,
+        progress=False, extra=[_other_panel(5), _other_panel(2, first="2013-01-01", n=300)],
+    )  # fmt: skip
+    (tr,) = rep["training"]
+    # the second panel starts after the validation period: it adds nothing
+    assert len(tr["extra_train_rows"]) == 1 and tr["extra_train_rows"][0] > 100
+    assert [e["assets"] for e in rep["setup"]["extra"]] == [5, 2]
