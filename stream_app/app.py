@@ -518,6 +518,8 @@ class RiskRuntime:
         self.listeners: list[SnapshotListener] = []
         self.n_snapshots = 0
         self.n_bad = 0
+        #: (topic, partition) label sets of riskmon_consumer_lag shown now
+        self._lag_labels: set[tuple[str, str]] = set()
 
     async def start_sinks(self) -> None:
         """Create the Redis client (at start-up, in the worker's loop)."""
@@ -633,9 +635,12 @@ class RiskRuntime:
                 log.exception("snapshot listener %r failed", listener)
 
     def update_lag(self, app: RiskmonApp) -> None:
-        """``riskmon_consumer_lag{topic,partition}`` of the assigned partitions."""
+        """``riskmon_consumer_lag{topic,partition}`` of the assigned partitions; the
+        series of a partition this worker no longer holds (a rebalance gave it to
+        another worker) is removed, not left at its last value."""
         consumer = app.consumer
         read = consumer._read_offset
+        shown: set[tuple[str, str]] = set()
         for tp in consumer.assignment():
             try:
                 hw = consumer.highwater(tp)
@@ -645,7 +650,13 @@ class RiskRuntime:
                 continue
             pos = read.get(tp)
             lag = hw - (pos + 1 if pos is not None else 0)
-            self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(lag, 0))
+            labels = (tp.topic, str(tp.partition))
+            self.metrics.lag.labels(*labels).set(max(lag, 0))
+            shown.add(labels)
+        for labels in self._lag_labels - shown:
+            with contextlib.suppress(KeyError):
+                self.metrics.lag.remove(*labels)
+        self._lag_labels = shown
 
 
 def _attach_alerts(app: RiskmonApp, settings: StreamSettings, registry: CollectorRegistry) -> None:

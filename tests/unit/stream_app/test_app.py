@@ -220,3 +220,31 @@ def test_publish_retries_a_failed_batch_until_the_broker_takes_it():
     asyncio.run(IngestRuntime.publish(rt, res))
     assert calls == [res, res]
     assert sample(registry, "riskmon_ingest_publish_retries_total") == 1
+
+
+def test_consumer_lag_of_a_partition_given_away_is_removed_not_left_stale():
+    """After a rebalance the lag of a partition another worker now holds disappears
+    from this worker's metrics (a frozen last value would show in Grafana forever)."""
+    from faust.types import TP
+
+    from stream_app.app import RiskRuntime
+    from stream_app.metrics import RiskMetrics
+
+    registry = CollectorRegistry()
+    rt = types.SimpleNamespace(metrics=RiskMetrics(registry), _lag_labels=set())
+    assigned = {TP("ticks", 0), TP("ticks", 1)}
+    consumer = types.SimpleNamespace(
+        _read_offset={TP("ticks", 0): 9, TP("ticks", 1): None},
+        assignment=lambda: assigned,
+        highwater=lambda tp: 15,
+    )
+    app = types.SimpleNamespace(consumer=consumer)
+
+    def lag(p):
+        return registry.get_sample_value("riskmon_consumer_lag", {"topic": "ticks", "partition": p})
+
+    RiskRuntime.update_lag(rt, app)
+    assert (lag("0"), lag("1")) == (5.0, 15.0)
+    assigned.discard(TP("ticks", 1))  # the rebalance gave partition 1 away
+    RiskRuntime.update_lag(rt, app)
+    assert (lag("0"), lag("1")) == (5.0, None)
