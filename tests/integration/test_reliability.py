@@ -631,6 +631,189 @@ def test_kill9_worker_mid_replay_loses_no_day(kafka_broker, workers, tmp_path):
     assert w2.alive() and "Traceback" not in w2.log()
 
 
+# -- several workers share the partitions -------------------------------------------------
+def _lag_partitions(w: Worker, topic: str) -> set[int]:
+    """Partitions of ``topic`` whose consumer lag ``w`` reports (those it holds)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    url = f"http://127.0.0.1:{w.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        text = resp.read().decode()
+    return {
+        int(s.labels["partition"])
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "riskmon_consumer_lag" and s.labels.get("topic") == topic
+    }
+
+
+def test_two_workers_share_the_partitions_and_give_the_results_of_one(
+    kafka_broker, workers, tmp_path
+):
+    """Two workers of one app on 4-partition topics: the group splits the ticks
+    partitions between them, both ingest, and the bars and daily risk snapshots are
+    exactly those of an uninterrupted single run (README: several workers on the
+    same topics share the partitions)."""
+    _require()
+    from producers.kafka_out import ensure_topics, replay_panel
+    from producers.synthetic import synthetic_panel
+
+    topics = stream_topics("tw")
+    bootstrap = kafka_broker.bootstrap
+    ensure_topics(bootstrap, topics.values(), 4)
+    panel = synthetic_panel(30, ("SPY", "TLT", "GLD", "USO", "QQQ", "EFA"), seed=11)
+    yaml = write_portfolio(tmp_path, panel.assets)
+    conf = {
+        "app_id": "tw-share",
+        "partitions": 4,
+        "last_price_interval_s": 0,
+        "portfolios_file": yaml,
+        "intraday_interval_s": -1,
+        "lag_interval_s": 0.5,
+        **topics,
+    }
+    w1 = workers(bootstrap, **conf)
+    w1.wait_ready()
+    w2 = workers(bootstrap, **conf)
+    w2.wait_ready(60)
+    # the group has settled when the two hold disjoint halves of the ticks partitions
+    ticks = topics["topic_ticks"]
+    deadline = time.monotonic() + 60
+    while True:
+        held = (_lag_partitions(w1, ticks), _lag_partitions(w2, ticks))
+        if all(held) and not held[0] & held[1] and held[0] | held[1] == {0, 1, 2, 3}:
+            break
+        assert time.monotonic() < deadline, (held, w1.log()[-2000:], w2.log()[-2000:])
+        time.sleep(0.5)
+    collector = Collector(
+        bootstrap, topics["topic_bars"], topics["topic_dlq"], topics["topic_risk"]
+    )
+    try:
+        stats = replay_panel(
+            panel, bootstrap, topic=ticks, run_id="tw-1", ticks_per_day=20,
+            days_per_second=30, bundle=5,
+        )  # fmt: skip
+
+        def all_days(msgs):
+            bars = closed_bars(msgs, topics["topic_bars"])
+            return (
+                len({(b.asset, b.day) for b in bars}) >= panel.n_days * panel.n_assets
+                and len(daily_snapshots(msgs, topics["topic_risk"])) >= panel.n_days - 1
+            )
+
+        msgs = collector.wait(all_days, timeout=90)
+        time.sleep(1.0)
+        msgs = collector.snapshot()
+    finally:
+        collector.close()
+    assert stats.days == panel.n_days and not stats.interrupted
+    ok = [w.metric("riskmon_ticks_ok_total") for w in (w1, w2)]
+    assert all(n > 0 for n in ok), ok
+    # each tick and end-of-day marker accepted once, by one of the workers
+    assert sum(ok) == stats.ticks + stats.eod_markers, (ok, stats)
+    bars = closed_bars(msgs, topics["topic_bars"])
+    want = expected_bars(panel, "tw-1")
+    got = {(b.asset, b.day): (b.open, b.high, b.low, b.close, b.volume) for b in bars}
+    assert got == want and len(bars) == len(want)  # every bar once, as in the data
+    ref = reference_snapshots(yaml, bars, "tw-1")
+    days = daily_snapshots(msgs, topics["topic_risk"])
+    assert all(len(c) == 1 for c in days.values())
+    assert [risk_view(days[s.day][0]) for s in ref] == [risk_view(s) for s in ref]
+    assert not [m for m in msgs if m.topic == topics["topic_dlq"]]
+    for w in (w1, w2):
+        assert w.alive() and "Traceback" not in w.log()
+
+
+@pytest.mark.slow
+def test_a_worker_joining_mid_replay_takes_over_partitions_and_loses_no_day(
+    kafka_broker, workers, tmp_path
+):
+    """Scaling out while data flows: a second worker joins in the middle of a replay, the
+    group rebalances (partitions, with their table state, move to it), and every bar and
+    daily snapshot still comes out as in an uninterrupted run; a copy published twice
+    around the handover is identical."""
+    _require()
+    from producers.kafka_out import ensure_topics, replay_panel
+    from producers.synthetic import synthetic_panel
+
+    topics = stream_topics("tj")
+    bootstrap = kafka_broker.bootstrap
+    ensure_topics(bootstrap, topics.values(), 4)
+    panel = synthetic_panel(40, ("SPY", "TLT", "GLD", "USO", "QQQ", "EFA"), seed=13)
+    yaml = write_portfolio(tmp_path, panel.assets)
+    n_bars = panel.n_days * panel.n_assets
+    conf = {
+        "app_id": "tj-join",
+        "partitions": 4,
+        "last_price_interval_s": 0,
+        "portfolios_file": yaml,
+        "intraday_interval_s": -1,
+        "lag_interval_s": 0.5,
+        **topics,
+    }
+    w1 = workers(bootstrap, **conf)
+    w1.wait_ready()
+    collector = Collector(
+        bootstrap, topics["topic_bars"], topics["topic_dlq"], topics["topic_risk"]
+    )
+    stats = {}
+
+    def replay():
+        stats["r"] = replay_panel(
+            panel, bootstrap, topic=topics["topic_ticks"], run_id="join-1",
+            ticks_per_day=20, days_per_second=4, bundle=5,
+        )  # fmt: skip
+
+    thread = threading.Thread(target=replay)
+    thread.start()
+    try:
+        seen = collector.wait(lambda m: len(closed_bars(m, topics["topic_bars"])) >= 50, 30)
+        before = len(closed_bars(seen, topics["topic_bars"]))
+        w2 = workers(bootstrap, **conf)
+        w2.wait_ready(60)
+        thread.join(60)
+
+        def all_days(msgs):
+            bars = closed_bars(msgs, topics["topic_bars"])
+            return (
+                len({(b.asset, b.day) for b in bars}) >= n_bars
+                and len(daily_snapshots(msgs, topics["topic_risk"])) >= panel.n_days - 1
+            )
+
+        msgs = collector.wait(all_days, timeout=90)
+        time.sleep(1.0)
+        msgs = collector.snapshot()
+    finally:
+        thread.join(60)
+        collector.close()
+    assert stats["r"].days == panel.n_days and not stats["r"].interrupted
+    assert 50 <= before < n_bars, "the second worker joined after the replay: nothing tested"
+    held = (_lag_partitions(w1, topics["topic_ticks"]), _lag_partitions(w2, topics["topic_ticks"]))
+    assert all(held) and not held[0] & held[1], held
+    assert w2.metric("riskmon_ticks_ok_total") > 0
+    bars = closed_bars(msgs, topics["topic_bars"])
+    want = expected_bars(panel, "join-1")
+    got: dict[tuple[str, str], list] = {}
+    for b in bars:
+        got.setdefault((b.asset, b.day), []).append(dataclasses.replace(b, wall_ns=0))
+    assert set(got) == set(want)
+    for key, copies in got.items():
+        assert all(c == copies[0] for c in copies), key
+        b = copies[0]
+        assert (b.open, b.high, b.low, b.close, b.volume) == want[key]
+    ref = reference_snapshots(yaml, bars, "join-1")
+    days = daily_snapshots(msgs, topics["topic_risk"])
+    for day, copies in days.items():
+        assert len({repr(risk_view(c)) for c in copies}) == 1, day
+    assert [risk_view(days[s.day][0]) for s in ref] == [risk_view(s) for s in ref]
+    reasons = {dict(m.headers)["reason"].decode() for m in msgs if m.topic == topics["topic_dlq"]}
+    assert reasons <= {"duplicate_seq", "after_close"}
+    dup = sum(len(c) - 1 for c in got.values())
+    print(f"second worker joined after {before} of {n_bars} bars; {dup} bar(s) published twice")
+    for w in (w1, w2):
+        assert w.alive() and "Traceback" not in w.log()
+
+
 # -- the two bugs behind the xfail above, pinned deterministically ------------------------------
 @pytest.mark.xfail(strict=True, reason="embedded broker (tansu) bug, worked around in the worker")
 def test_embedded_broker_end_offsets(kafka_broker):
