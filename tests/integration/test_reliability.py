@@ -243,14 +243,15 @@ def risk_view(s):
     )  # fmt: skip
 
 
-def reference_snapshots(portfolio_yaml: Path, bars, run_id: str) -> list:
+def reference_snapshots(portfolio_yaml: Path, bars, run_id: str, portfolio: str | None = None):
     """Daily snapshots of ``bars`` (closed bars, checked against the panel by the caller)
-    through the same RiskProcessor, in-process, day by day."""
+    through the same RiskProcessor, in-process, day by day (for ``portfolio``, default
+    the file's first)."""
     from stream_app.risk import RiskProcessor, load_portfolio_configs
 
     configs = load_portfolio_configs(portfolio_yaml)
     proc = RiskProcessor(configs, intraday_interval_s=-1, heatmap_redis=False)
-    st = proc.new_state(configs[0].name, run_id)
+    st = proc.new_state(portfolio or configs[0].name, run_id)
     first = {}
     for b in bars:  # one copy of each (asset, day)
         first.setdefault((b.day, b.asset), dataclasses.replace(b, wall_ns=0))
@@ -260,14 +261,14 @@ def reference_snapshots(portfolio_yaml: Path, bars, run_id: str) -> list:
     return [s for s in out if s.kind == "daily"]
 
 
-def daily_snapshots(msgs, topic) -> dict[str, list]:
+def daily_snapshots(msgs, topic, portfolio: str | None = None) -> dict[str, list]:
     from stream_app.records import RiskSnapshot
 
     out: dict[str, list] = {}
     for m in msgs:
         if m.topic == topic:
             s = RiskSnapshot.decode(m.value)
-            if s.kind == "daily":
+            if s.kind == "daily" and portfolio in (None, s.portfolio):
                 out.setdefault(s.day, []).append(s)
     return out
 
@@ -651,9 +652,9 @@ def test_two_workers_share_the_partitions_and_give_the_results_of_one(
     kafka_broker, workers, tmp_path
 ):
     """Two workers of one app on 4-partition topics: the group splits the ticks
-    partitions between them, both ingest, and the bars and daily risk snapshots are
-    exactly those of an uninterrupted single run (README: several workers on the
-    same topics share the partitions)."""
+    partitions between them, both ingest, and the bars and the daily risk snapshots
+    of two portfolios sharing an asset are exactly those of an uninterrupted single
+    run (README: several workers on the same topics share the partitions)."""
     _require()
     from producers.kafka_out import ensure_topics, replay_panel
     from producers.synthetic import synthetic_panel
@@ -662,7 +663,13 @@ def test_two_workers_share_the_partitions_and_give_the_results_of_one(
     bootstrap = kafka_broker.bootstrap
     ensure_topics(bootstrap, topics.values(), 4)
     panel = synthetic_panel(30, ("SPY", "TLT", "GLD", "USO", "QQQ", "EFA"), seed=11)
-    yaml = write_portfolio(tmp_path, panel.assets)
+    yaml = tmp_path / "two.yaml"
+    yaml.write_text(
+        "portfolios:\n"
+        "  - {name: mix, weights: {SPY: 0.4, TLT: 0.3, GLD: 0.2, USO: 0.1}, champion: ewma,"
+        " challengers: [hs]}\n"
+        "  - {name: eq, weights: {SPY: 0.5, QQQ: 0.3, EFA: 0.2}, champion: ewma}\n"
+    )
     conf = {
         "app_id": "tw-share",
         "partitions": 4,
@@ -696,9 +703,9 @@ def test_two_workers_share_the_partitions_and_give_the_results_of_one(
 
         def all_days(msgs):
             bars = closed_bars(msgs, topics["topic_bars"])
-            return (
-                len({(b.asset, b.day) for b in bars}) >= panel.n_days * panel.n_assets
-                and len(daily_snapshots(msgs, topics["topic_risk"])) >= panel.n_days - 1
+            return len({(b.asset, b.day) for b in bars}) >= panel.n_days * panel.n_assets and all(
+                len(daily_snapshots(msgs, topics["topic_risk"], p)) >= panel.n_days - 1
+                for p in ("mix", "eq")
             )
 
         msgs = collector.wait(all_days, timeout=90)
@@ -714,11 +721,15 @@ def test_two_workers_share_the_partitions_and_give_the_results_of_one(
     bars = closed_bars(msgs, topics["topic_bars"])
     want = expected_bars(panel, "tw-1")
     got = {(b.asset, b.day): (b.open, b.high, b.low, b.close, b.volume) for b in bars}
-    assert got == want and len(bars) == len(want)  # every bar once, as in the data
-    ref = reference_snapshots(yaml, bars, "tw-1")
-    days = daily_snapshots(msgs, topics["topic_risk"])
-    assert all(len(c) == 1 for c in days.values())
-    assert [risk_view(days[s.day][0]) for s in ref] == [risk_view(s) for s in ref]
+    assert got == want
+    # each bar once per portfolio holding its asset (SPY is in both)
+    per_asset = Counter(b.asset for b in bars)
+    assert per_asset == {a: panel.n_days * (2 if a == "SPY" else 1) for a in panel.assets}
+    for name in ("mix", "eq"):
+        ref = reference_snapshots(yaml, bars, "tw-1", name)
+        days = daily_snapshots(msgs, topics["topic_risk"], name)
+        assert len(ref) == panel.n_days - 1 and all(len(c) == 1 for c in days.values())
+        assert [risk_view(days[s.day][0]) for s in ref] == [risk_view(s) for s in ref], name
     assert not [m for m in msgs if m.topic == topics["topic_dlq"]]
     for w in (w1, w2):
         assert w.alive() and "Traceback" not in w.log()
