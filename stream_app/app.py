@@ -77,7 +77,7 @@ from pydantic import Field
 from models.exceptions import DataError
 from stream_app.consumer import RecordRuns, RecordRunSchema, Transport, event_records
 from stream_app.faust_tables import raw_keyed_table
-from stream_app.ingest import BatchResult, IngestProcessor, coalesce_lasts
+from stream_app.ingest import BatchResult, IngestProcessor
 from stream_app.metrics import IngestMetrics, RiskMetrics
 from stream_app.offsets import OffsetLossMetrics, OffsetMonitor
 from stream_app.records import Bar, RiskSnapshot
@@ -379,15 +379,17 @@ class IngestRuntime:
     bars_per_message = 256
 
     def _bars_by_portfolio(self, result: BatchResult) -> dict[str, list[Bar]]:
-        """The batch's closed bars, then its coalesced last prices, per portfolio, in order."""
+        """The batch's closed bars and last prices per portfolio, in the order its ticks
+        made them (:attr:`BatchResult.emitted`): each portfolio's risk stream sees its
+        assets' prices as they moved in event time, whatever the batch boundaries."""
         out: dict[str, list[Bar]] = {}
-        for bar in (*result.bars, *coalesce_lasts(result.lasts)):
+        for bar in result.emitted:
             routes = self.routes.get(bar.asset)
             if not routes:
                 out.setdefault(bar.portfolio, []).append(bar)
                 continue
             for portfolio in routes:
-                out.setdefault(portfolio, []).append(dataclasses.replace(bar, portfolio=portfolio))
+                out.setdefault(portfolio, []).append(bar.for_portfolio(portfolio))
         return out
 
     async def _send_all(self, result: BatchResult) -> None:

@@ -40,7 +40,7 @@ from typing import Any
 from stream_app.records import NS_PER_DAY, NS_PER_SECOND, Bar, Tick, day_to_iso, dumps
 from stream_app.validate import Reason, parse_payload, validate_tick, validate_tick_obj
 
-__all__ = ["BatchResult", "DeadLetter", "IngestProcessor", "StoreView", "coalesce_lasts"]
+__all__ = ["BatchResult", "DeadLetter", "IngestProcessor", "StoreView"]
 
 log = logging.getLogger(__name__)
 
@@ -68,29 +68,16 @@ class BatchResult:
     dead: list[DeadLetter] = field(default_factory=list)
     bars: list[Bar] = field(default_factory=list)
     lasts: list[Bar] = field(default_factory=list)
+    #: the bars and lasts together, in the order the batch's ticks made them
+    emitted: list[Bar] = field(default_factory=list)
     touched: set[str] = field(default_factory=set)  #: assets whose store entry changed
     deleted: set[str] = field(default_factory=set)  #: assets whose store entry was removed
 
-
-def coalesce_lasts(lasts: Iterable[Bar]) -> list[Bar]:
-    """The latest last-price snapshot of each (run, asset) of a batch, in input order of
-    those kept: within one batch an earlier one is superseded before anyone reads it.
-
-    At live speed a batch holds a few ticks, so nothing changes; a replay at full speed
-    gets one intraday update per asset and batch instead of one per throttle interval.
-
-    Examples
-    --------
-    >>> b = lambda a, c: Bar(a, "2020-01-02", c, c, c, c, 0.0, 1, 0, 0, 0, 0, kind="last")
-    >>> [(x.asset, x.close) for x in coalesce_lasts([b("A", 1.0), b("B", 2.0), b("A", 3.0)])]
-    [('B', 2.0), ('A', 3.0)]
-    """
-    latest: dict[tuple[str, str], Bar] = {}
-    for bar in lasts:
-        key = (bar.run_id, bar.asset)
-        latest.pop(key, None)
-        latest[key] = bar
-    return list(latest.values())
+    def emit(self, bar: Bar) -> None:
+        """Record a closed bar or a last-price snapshot (in :attr:`bars` or :attr:`lasts`,
+        and in :attr:`emitted`)."""
+        (self.lasts if bar.kind == "last" else self.bars).append(bar)
+        self.emitted.append(bar)
 
 
 class StoreView(Mapping[tuple[str, str], Mapping[str, Any]]):
@@ -362,13 +349,13 @@ class IngestProcessor:
 
         if tick.eod:
             if bar is not None:  # the validator guarantees bar["day"] <= day
-                res.bars.append(self._bar(tick.asset, tick.run_id, bar, "bar", "eod"))
+                res.emit(self._bar(tick.asset, tick.run_id, bar, "bar", "eod"))
                 st["bar"] = None
             st["closed_day"] = day
             return
 
         if bar is not None and bar["day"] != day:
-            res.bars.append(self._bar(tick.asset, tick.run_id, bar, "bar", "next_day"))
+            res.emit(self._bar(tick.asset, tick.run_id, bar, "bar", "next_day"))
             bar = None
         if bar is None:
             bar = st["bar"] = _new_bar(tick, day)
@@ -387,7 +374,7 @@ class IngestProcessor:
             last = st["last_emit"]
             if last is None or tick.ts - last >= self.last_interval_ns:
                 st["last_emit"] = tick.ts
-                res.lasts.append(self._bar(tick.asset, tick.run_id, bar, "last", ""))
+                res.emit(self._bar(tick.asset, tick.run_id, bar, "last", ""))
 
     def _bar(
         self, asset: str, run_id: str, bar: Mapping[str, Any], kind: str, closed_by: str
@@ -442,7 +429,7 @@ class IngestProcessor:
                     if now - seen < self.evict_idle_wall_s:
                         continue  # behind in event time, but still arriving: not idle
                 if st["bar"] is not None:
-                    res.bars.append(self._bar(asset, run_id, st["bar"], "bar", "evicted"))
+                    res.emit(self._bar(asset, run_id, st["bar"], "bar", "evicted"))
                 del runs[run_id]
                 changed = True
             if changed:

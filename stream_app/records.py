@@ -229,6 +229,26 @@ class Bar:
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in _BAR_FIELDS}
 
+    def for_portfolio(self, portfolio: str) -> Bar:
+        """This bar on ``portfolio``'s stream (what ``dataclasses.replace(bar,
+        portfolio=...)`` gives, at a fifth of its cost: ingest makes one per portfolio
+        holding the asset, for every bar and last price).
+
+        Examples
+        --------
+        >>> import dataclasses
+        >>> b = Bar("SPY", "2008-09-15", 1.0, 2.0, 0.5, 1.5, 10.0, 3, 0, 2, 0, 1, kind="last")
+        >>> b.for_portfolio("book") == dataclasses.replace(b, portfolio="book")
+        True
+        """
+        if portfolio == self.portfolio:
+            return self
+        return Bar(
+            self.asset, self.day, self.open, self.high, self.low, self.close, self.volume,
+            self.n_ticks, self.first_seq, self.last_seq, self.ts_first, self.ts_last,
+            portfolio, self.run_id, self.kind, self.closed_by, self.wall_ns,
+        )  # fmt: skip
+
     def encode(self) -> bytes:
         """Compact JSON bytes (the message value on topic ``bars``)."""
         return dumps(self.to_dict())

@@ -118,7 +118,7 @@ def test_publish_sends_dlq_with_headers_and_bars_by_portfolio():
     res = BatchResult(n_in=2)
     res.dead.append(DeadLetter(b"SPY", b"\x00raw", Reason.NON_FINITE, 2, 41))
     res.dead.append(DeadLetter(b"SPY", b"{}", Reason.MISSING_FIELD, 2, 42, bundle_index=3))
-    res.bars.append(Bar("SPY", "2008-09-15", 1, 2, 0.5, 1.5, 10, 3, 0, 2, 0, 1, "book1"))
+    res.emit(Bar("SPY", "2008-09-15", 1, 2, 0.5, 1.5, 10, 3, 0, 2, 0, 1, "book1"))
     rt.dlq_topic.send = types.MethodType(fake_send, rt.dlq_topic)
     rt.bars_topic.send = types.MethodType(fake_send, rt.bars_topic)
     asyncio.run(IngestRuntime.publish(rt, res))  # make_app replaced rt.publish
@@ -248,3 +248,30 @@ def test_consumer_lag_of_a_partition_given_away_is_removed_not_left_stale():
     assigned.discard(TP("ticks", 1))  # the rebalance gave partition 1 away
     RiskRuntime.update_lag(rt, app)
     assert (lag("0"), lag("1")) == (5.0, None)
+
+
+def test_ingest_sends_bars_and_last_prices_in_the_order_its_ticks_made_them():
+    """No last price is dropped or moved behind a later close: each portfolio's risk
+    stream sees its prices as they moved, whatever the ingest batch boundaries (the
+    intraday early warning reads them)."""
+    app, _, _, _ = make_app(portfolio="book1")
+    rt = app.riskmon
+    from stream_app.ingest import BatchResult
+
+    def bar(day, close, kind):
+        return Bar("SPY", day, 1, 2, 0.5, close, 10, 3, 0, 2, 0, 1, kind=kind)
+
+    res = BatchResult(n_in=4)
+    for b in (
+        bar("2008-09-15", 1.1, "last"),
+        bar("2008-09-15", 1.2, "last"),
+        bar("2008-09-15", 1.3, "bar"),
+        bar("2008-09-16", 1.4, "last"),
+    ):
+        res.emit(b)
+    assert [b.close for b in res.bars] == [1.3] and len(res.lasts) == 3
+    out = IngestRuntime._bars_by_portfolio(rt, res)
+    (bars,) = out.values()
+    assert [(b.close, b.kind) for b in bars] == [
+        (1.1, "last"), (1.2, "last"), (1.3, "bar"), (1.4, "last"),
+    ]  # fmt: skip
