@@ -438,6 +438,25 @@ class RedisView:
             view.alert_counts[key] = view.alert_counts.get(key, 0) + 1
         del view.alerts[:-50]
 
+    def settle_alerts(self, view: ViewState, timeout: float, quiet_s: float = 2.0) -> bool:
+        """Poll until the run's alert stream has not grown for ``quiet_s`` seconds (the
+        alerts stage delivers the alerts of the last snapshots after them), at most
+        ``timeout`` seconds; whether it settled."""
+        key = f"riskmon:alerts:{self.run_id or 'live'}"
+        deadline = time.monotonic() + timeout
+        last, since = -1, time.monotonic()
+        while time.monotonic() < deadline:
+            n = int(self.client.xlen(key))
+            now = time.monotonic()
+            if n != last:
+                last, since = n, now
+            elif now - since >= quiet_s:
+                self.poll(view)
+                return True
+            time.sleep(0.25)
+        self.poll(view)
+        return False
+
 
 def _alert(fields: dict[Any, Any]) -> Any:
     try:
@@ -616,7 +635,8 @@ def run_demo(opts: DemoOptions, console: Any = None) -> dict[str, Any]:
                             break
                     time.sleep(0.25)
                 with contextlib.suppress(Exception):
-                    poller.poll(view)
+                    # the alerts of the last days arrive after their snapshots: count them all
+                    poller.settle_alerts(view, timeout=min(opts.settle_timeout, 15.0))
                 if live is not None:
                     live.update(render(view), refresh=True)
         except KeyboardInterrupt:

@@ -116,3 +116,33 @@ def test_short_demo_end_to_end(tmp_path):
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_demo_counts_the_alerts_that_arrive_after_the_last_snapshot(monkeypatch):
+    """The alerts of the last days reach Redis after their snapshots: the summary waits
+    until the alert stream stops growing before it counts (it once counted 197 of the
+    201 alerts in the stream)."""
+    from stream_app import demo
+
+    class FakeRedis:
+        def __init__(self):
+            self.lengths = iter([3, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5])
+            self.n = 0
+
+        def xlen(self, key):
+            assert key == "riskmon:alerts:run-1"
+            self.n = next(self.lengths, self.n)
+            return self.n
+
+    now = [0.0]
+    monkeypatch.setattr(demo.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(demo.time, "sleep", lambda s: now.__setitem__(0, now[0] + s))
+    polled = []
+    view_obj = demo.RedisView(FakeRedis(), "run-1", ["demo"])
+    monkeypatch.setattr(view_obj, "poll", lambda view: polled.append(view_obj.client.n))
+    assert view_obj.settle_alerts(object(), timeout=10.0, quiet_s=1.0) is True
+    assert polled == [5] and now[0] >= 1.0
+    # a stream that keeps growing: gives up at the timeout, still polls once
+    view_obj.client.lengths = iter(range(100, 1000))
+    assert view_obj.settle_alerts(object(), timeout=2.0, quiet_s=1.0) is False
+    assert len(polled) == 2
