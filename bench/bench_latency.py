@@ -12,6 +12,12 @@ own histogram ``riskmon_tick_to_snapshot_seconds`` (arrival -> published) is pri
 round trip producer -> broker -> consumer on a scratch topic at the same message rate
 (the broker's floor). Target: p99 < 100 ms at 5,000 ticks/s.
 
+Each asset sends a last price every ``--last-price-ms`` (50) of event time and the risk
+agent builds an intraday snapshot at most every 50 ms. Ingest passes on every last price
+it makes, in tick order (none coalesced away), so a 1 ms interval would turn every tick
+into a last price for the risk agent (as this bench did until ingest stopped keeping only
+one per asset and batch).
+
     python bench/bench_latency.py [--rate 5000] [--seconds 30] [--bundle-ms 20] [--partitions 4]
 """
 
@@ -133,6 +139,12 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=5.0, help="seconds left out at the start")
     ap.add_argument("--bundle-ms", type=float, default=20.0)
     ap.add_argument(
+        "--last-price-ms",
+        type=float,
+        default=50.0,
+        help="event-time ms between an asset's last-price updates (RISKMON_LAST_PRICE_INTERVAL_S)",
+    )
+    ap.add_argument(
         "--partitions", type=int, default=4, help="partitions of every topic (the default 4)"
     )
     args = ap.parse_args()
@@ -144,7 +156,9 @@ def main() -> None:
     )
     env = {
         "RISKMON_PORTFOLIOS_FILE": str(out / "p.yaml"),
-        "RISKMON_LAST_PRICE_INTERVAL_S": "0.001",
+        # one last price per asset per intraday interval: ingest sends every last price it
+        # makes, in tick order, and the risk agent builds a snapshot at most every 50 ms
+        "RISKMON_LAST_PRICE_INTERVAL_S": str(args.last_price_ms / 1000.0),
         "RISKMON_INTRADAY_INTERVAL_S": "0.05",
         "RISKMON_APP_ID": "riskmon-bench-latency",
     }
