@@ -273,6 +273,24 @@ def daily_snapshots(msgs, topic, portfolio: str | None = None) -> dict[str, list
     return out
 
 
+def wait_all_days(collector, topics, panel, timeout: float, portfolios=(None,)) -> list:
+    """Wait until every (asset, day) bar of ``panel`` and each portfolio's daily snapshots
+    (every day but the first) are on the topics, then a second more for late copies;
+    returns the messages read."""
+    n_bars = panel.n_days * panel.n_assets
+
+    def done(msgs):
+        bars = closed_bars(msgs, topics["topic_bars"])
+        return len({(b.asset, b.day) for b in bars}) >= n_bars and all(
+            len(daily_snapshots(msgs, topics["topic_risk"], p)) >= panel.n_days - 1
+            for p in portfolios
+        )
+
+    collector.wait(done, timeout=timeout)
+    time.sleep(1.0)
+    return collector.snapshot()
+
+
 # -- 1. fuzzed bad ticks ------------------------------------------------------------------
 #: NaN / Infinity / 1e999: orjson rejects them, validation re-parses them with the
 #: stdlib json so that the price/size check names them (not `malformed`)
@@ -576,16 +594,7 @@ def test_kill9_worker_mid_replay_loses_no_day(kafka_broker, workers, tmp_path):
         w2.wait_ready(60)
         thread.join(60)
 
-        def all_days(msgs):
-            bars = closed_bars(msgs, topics["topic_bars"])
-            return (
-                len({(b.asset, b.day) for b in bars}) >= n_bars
-                and len(daily_snapshots(msgs, topics["topic_risk"])) >= panel.n_days - 1
-            )
-
-        msgs = collector.wait(all_days, timeout=60)
-        time.sleep(1.0)
-        msgs = collector.snapshot()
+        msgs = wait_all_days(collector, topics, panel, timeout=60)
     finally:
         thread.join(60)
         collector.close()
@@ -701,16 +710,7 @@ def test_two_workers_share_the_partitions_and_give_the_results_of_one(
             days_per_second=30, bundle=5,
         )  # fmt: skip
 
-        def all_days(msgs):
-            bars = closed_bars(msgs, topics["topic_bars"])
-            return len({(b.asset, b.day) for b in bars}) >= panel.n_days * panel.n_assets and all(
-                len(daily_snapshots(msgs, topics["topic_risk"], p)) >= panel.n_days - 1
-                for p in ("mix", "eq")
-            )
-
-        msgs = collector.wait(all_days, timeout=90)
-        time.sleep(1.0)
-        msgs = collector.snapshot()
+        msgs = wait_all_days(collector, topics, panel, timeout=90, portfolios=("mix", "eq"))
     finally:
         collector.close()
     assert stats.days == panel.n_days and not stats.interrupted
@@ -784,16 +784,7 @@ def test_a_worker_joining_mid_replay_takes_over_partitions_and_loses_no_day(
         w2.wait_ready(60)
         thread.join(60)
 
-        def all_days(msgs):
-            bars = closed_bars(msgs, topics["topic_bars"])
-            return (
-                len({(b.asset, b.day) for b in bars}) >= n_bars
-                and len(daily_snapshots(msgs, topics["topic_risk"])) >= panel.n_days - 1
-            )
-
-        msgs = collector.wait(all_days, timeout=90)
-        time.sleep(1.0)
-        msgs = collector.snapshot()
+        msgs = wait_all_days(collector, topics, panel, timeout=90)
     finally:
         thread.join(60)
         collector.close()
