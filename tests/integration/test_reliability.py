@@ -273,6 +273,20 @@ def daily_snapshots(msgs, topic, portfolio: str | None = None) -> dict[str, list
     return out
 
 
+def daily_conf(app_id: str, partitions: int, portfolios_file: Path, topics, **extra) -> dict:
+    """Worker settings of the tests that compare daily results: no last prices, no
+    intraday snapshots, the test's own topics."""
+    return {
+        "app_id": app_id,
+        "partitions": partitions,
+        "last_price_interval_s": 0,
+        "portfolios_file": portfolios_file,
+        "intraday_interval_s": -1,
+        **extra,
+        **topics,
+    }
+
+
 def wait_all_days(collector, topics, panel, timeout: float, portfolios=(None,)) -> list:
     """Wait until every (asset, day) bar of ``panel`` and each portfolio's daily snapshots
     (every day but the first) are on the topics, then a second more for late copies;
@@ -557,14 +571,7 @@ def test_kill9_worker_mid_replay_loses_no_day(kafka_broker, workers, tmp_path):
     panel = synthetic_panel(40, ("SPY", "TLT", "GLD", "USO"), seed=7)
     yaml = write_portfolio(tmp_path, panel.assets)
     n_bars = panel.n_days * panel.n_assets
-    conf = {
-        "app_id": "rk-kill",
-        "partitions": 2,
-        "last_price_interval_s": 0,
-        "portfolios_file": yaml,
-        "intraday_interval_s": -1,
-        **topics,
-    }
+    conf = daily_conf("rk-kill", 2, yaml, topics)
     w1 = workers(bootstrap, **conf)
     w1.wait_ready()
     collector = Collector(
@@ -679,15 +686,7 @@ def test_two_workers_share_the_partitions_and_give_the_results_of_one(
         " challengers: [hs]}\n"
         "  - {name: eq, weights: {SPY: 0.5, QQQ: 0.3, EFA: 0.2}, champion: ewma}\n"
     )
-    conf = {
-        "app_id": "tw-share",
-        "partitions": 4,
-        "last_price_interval_s": 0,
-        "portfolios_file": yaml,
-        "intraday_interval_s": -1,
-        "lag_interval_s": 0.5,
-        **topics,
-    }
+    conf = daily_conf("tw-share", 4, yaml, topics, lag_interval_s=0.5)
     w1 = workers(bootstrap, **conf)
     w1.wait_ready()
     w2 = workers(bootstrap, **conf)
@@ -753,15 +752,7 @@ def test_a_worker_joining_mid_replay_takes_over_partitions_and_loses_no_day(
     panel = synthetic_panel(40, ("SPY", "TLT", "GLD", "USO", "QQQ", "EFA"), seed=13)
     yaml = write_portfolio(tmp_path, panel.assets)
     n_bars = panel.n_days * panel.n_assets
-    conf = {
-        "app_id": "tj-join",
-        "partitions": 4,
-        "last_price_interval_s": 0,
-        "portfolios_file": yaml,
-        "intraday_interval_s": -1,
-        "lag_interval_s": 0.5,
-        **topics,
-    }
+    conf = daily_conf("tj-join", 4, yaml, topics, lag_interval_s=0.5)
     w1 = workers(bootstrap, **conf)
     w1.wait_ready()
     collector = Collector(
