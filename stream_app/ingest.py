@@ -66,18 +66,24 @@ class BatchResult:
     n_in: int = 0
     n_ok: int = 0
     dead: list[DeadLetter] = field(default_factory=list)
-    bars: list[Bar] = field(default_factory=list)
-    lasts: list[Bar] = field(default_factory=list)
-    #: the bars and lasts together, in the order the batch's ticks made them
+    #: closed bars and last-price snapshots, in the order the batch's ticks made them
     emitted: list[Bar] = field(default_factory=list)
     touched: set[str] = field(default_factory=set)  #: assets whose store entry changed
     deleted: set[str] = field(default_factory=set)  #: assets whose store entry was removed
 
     def emit(self, bar: Bar) -> None:
-        """Record a closed bar or a last-price snapshot (in :attr:`bars` or :attr:`lasts`,
-        and in :attr:`emitted`)."""
-        (self.lasts if bar.kind == "last" else self.bars).append(bar)
+        """Record a closed bar or a last-price snapshot."""
         self.emitted.append(bar)
+
+    @property
+    def bars(self) -> list[Bar]:
+        """The closed bars of :attr:`emitted`, in order."""
+        return [b for b in self.emitted if b.kind != "last"]
+
+    @property
+    def lasts(self) -> list[Bar]:
+        """The last-price snapshots of :attr:`emitted`, in order."""
+        return [b for b in self.emitted if b.kind == "last"]
 
 
 class StoreView(Mapping[tuple[str, str], Mapping[str, Any]]):
