@@ -287,6 +287,21 @@ def _chunks_by_bytes(records: Iterable[Record], max_bytes: int) -> Iterator[list
         yield chunk
 
 
+async def await_acks(sent: list[Any], timeout: float) -> None:
+    """Wait for the broker's acks of Faust sends (each returns a future of its ack,
+    acks=-1: all replicas); raise the first delivery error, or TimeoutError for sends
+    not acked within ``timeout`` seconds."""
+    acks = [asyncio.ensure_future(f) for f in sent if inspect.isawaitable(f)]
+    if not acks:
+        return
+    # asyncio.wait, not wait_for: a timeout must not cancel the producer's futures
+    done, pending = await asyncio.wait(acks, timeout=timeout)
+    if pending:
+        raise TimeoutError(f"{len(pending)} of {len(acks)} sends not acked within {timeout} s")
+    for f in done:
+        f.result()  # raises the delivery error, if any
+
+
 class IngestRuntime:
     """What the ``ingest`` agent needs, in one object (tests replace :meth:`publish`)."""
 
@@ -409,19 +424,7 @@ class IngestRuntime:
             for i in range(0, len(bars), self.bars_per_message):
                 value = Bar.encode_many(bars[i : i + self.bars_per_message])
                 sent.append(await self.bars_topic.send(key=portfolio.encode(), value=value))
-        # Faust's send returns a future of the broker's ack (acks=-1: all replicas)
-        acks = [asyncio.ensure_future(f) for f in sent if inspect.isawaitable(f)]
-        if not acks:
-            return
-        # asyncio.wait, not wait_for: a timeout must not cancel the producer's futures
-        done, pending = await asyncio.wait(acks, timeout=self.settings.publish_ack_timeout_s)
-        if pending:
-            raise TimeoutError(
-                f"{len(pending)} of {len(acks)} sends not acked within "
-                f"{self.settings.publish_ack_timeout_s} s"
-            )
-        for f in done:
-            f.result()  # raises the delivery error, if any
+        await await_acks(sent, self.settings.publish_ack_timeout_s)
 
     def count(self, result: BatchResult, seconds: float) -> None:
         m = self.metrics
@@ -561,14 +564,27 @@ class RiskRuntime:
         return groups
 
     async def handle(self, events: list[Any]) -> list[DayOutput]:
-        """Run one batch of ``bars`` events through the processor and publish."""
+        """Run one batch of ``bars`` events through the processor, publish, then write
+        the state.
+
+        The snapshots are on the broker (acked) before the tables get the state that
+        says their days are closed: a crash in between replays the bars and publishes
+        those days again (an identical copy), where the other order could restore a
+        closed day whose snapshot was never sent, and that day would be lost.
+        """
         wall = time.time_ns()
         outputs: list[DayOutput] = []
         loop = asyncio.get_running_loop()
+        runs_of: dict[str, dict[str, Any]] = {}
+        lives_of: dict[str, dict[str, Any]] = {}
+        write_runs: set[str] = set()
+        write_lives: set[str] = set()
         for (portfolio, run_id), bars in self.decode(events).items():
             label = run_id or "live"
-            runs = dict(self.table.get(portfolio) or {})
-            lives = dict(self.live_table.get(portfolio) or {})
+            if portfolio not in runs_of:  # several runs of one portfolio share its entry
+                runs_of[portfolio] = dict(self.table.get(portfolio) or {})
+                lives_of[portfolio] = dict(self.live_table.get(portfolio) or {})
+            runs, lives = runs_of[portfolio], lives_of[portfolio]
             st = self.processor.state_for(runs, portfolio, run_id)
             fresh = runs.get(label) is not st
             if fresh or st.live is None:
@@ -586,16 +602,41 @@ class RiskRuntime:
                 for run in evict_runs(runs, label, self.settings.max_runs_per_portfolio):
                     lives.pop(run, None)
                     log.info("risk state of run %s evicted (over %d runs)", run, len(runs))
-                self.table[portfolio] = runs
+                write_runs.add(portfolio)
             if fresh or _live_marks(st) != marks:
                 # the open day's bars, the snapshot counter or the throttle moved; last
                 # prices alone are not written (the next tick refreshes them)
                 lives[label] = st.live
-                self.live_table[portfolio] = lives
+                write_lives.add(portfolio)
             outputs.extend(outs)
         if outputs:
             await self.publish(outputs)
+        for portfolio in write_runs:
+            self.table[portfolio] = runs_of[portfolio]
+        for portfolio in write_lives:
+            self.live_table[portfolio] = lives_of[portfolio]
         return outputs
+
+    async def _send_snapshots(self, outputs: list[DayOutput], raws: list[bytes]) -> None:
+        """Send the snapshots to topic ``risk`` and wait for the broker's acks; a failed
+        delivery is retried, all of them again, with backoff until it succeeds (an
+        identical copy sent twice is harmless: at least once)."""
+        delay = 0.5
+        while True:
+            try:
+                sent = [
+                    await self.risk_topic.send(key=out.snapshot.portfolio.encode(), value=raw)
+                    for out, raw in zip(outputs, raws, strict=True)
+                ]
+                await await_acks(sent, self.settings.publish_ack_timeout_s)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.metrics.sink_errors.labels(sink="kafka").inc()
+                log.warning("publishing risk snapshots failed (%r); retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 5.0)
 
     def _process(self, st: PortfolioRunState, bars: list[Bar], wall: int) -> list[DayOutput]:
         return self.processor.process(st, bars, wall_ns=wall)
@@ -604,13 +645,11 @@ class RiskRuntime:
         """Snapshots to topic ``risk``, heatmap files, Redis, metrics and listeners."""
         from stream_app.sinks import heatmap_png_fast, write_heatmap_file
 
+        raws = [out.snapshot.encode() for out in outputs]
+        await self._send_snapshots(outputs, raws)
         pngs: list[bytes | None] = []
-        raws: list[bytes] = []
         for out in outputs:
             snap = out.snapshot
-            raw = snap.encode()
-            raws.append(raw)
-            await self.risk_topic.send(key=snap.portfolio.encode(), value=raw)
             png = None
             if out.heatmap is not None and (snap.heatmap_key or snap.heatmap_path):
                 png = heatmap_png_fast(out.heatmap)

@@ -221,7 +221,7 @@ class RiskMetrics:
             registry=registry,
         )
         self.sink_errors = c("sink_errors", "Failed writes to a sink.", ["sink"])
-        for sink in ("redis", "file"):
+        for sink in ("redis", "file", "kafka"):
             self.sink_errors.labels(sink=sink)
 
     def observe(self, snap: Any, update_seconds: dict[str, float] | None = None) -> None:
