@@ -610,7 +610,9 @@ class RiskRuntime:
                 write_lives.add(portfolio)
             outputs.extend(outs)
         if outputs:
-            await self.publish(outputs)
+            # only a batch that closes a day waits for the acks: an intraday snapshot lost
+            # in a crash is not replayed, a day is
+            await self.publish(outputs, wait_acks=bool(write_runs))
         for portfolio in write_runs:
             self.table[portfolio] = runs_of[portfolio]
         for portfolio in write_lives:
@@ -641,12 +643,16 @@ class RiskRuntime:
     def _process(self, st: PortfolioRunState, bars: list[Bar], wall: int) -> list[DayOutput]:
         return self.processor.process(st, bars, wall_ns=wall)
 
-    async def publish(self, outputs: list[DayOutput]) -> None:
+    async def publish(self, outputs: list[DayOutput], wait_acks: bool = True) -> None:
         """Snapshots to topic ``risk``, heatmap files, Redis, metrics and listeners."""
         from stream_app.sinks import heatmap_png_fast, write_heatmap_file
 
         raws = [out.snapshot.encode() for out in outputs]
-        await self._send_snapshots(outputs, raws)
+        if wait_acks:
+            await self._send_snapshots(outputs, raws)
+        else:
+            for out, raw in zip(outputs, raws, strict=True):
+                await self.risk_topic.send(key=out.snapshot.portfolio.encode(), value=raw)
         pngs: list[bytes | None] = []
         for out in outputs:
             snap = out.snapshot
