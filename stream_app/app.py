@@ -619,10 +619,12 @@ class RiskRuntime:
             self.live_table[portfolio] = lives_of[portfolio]
         return outputs
 
-    async def _send_snapshots(self, outputs: list[DayOutput], raws: list[bytes]) -> None:
-        """Send the snapshots to topic ``risk`` and wait for the broker's acks; a failed
-        delivery is retried, all of them again, with backoff until it succeeds (an
-        identical copy sent twice is harmless: at least once)."""
+    async def _send_snapshots(
+        self, outputs: list[DayOutput], raws: list[bytes], wait_acks: bool = True
+    ) -> None:
+        """Send the snapshots to topic ``risk``; with ``wait_acks``, wait for the broker's
+        acks, and retry a failed delivery, all of them again, with backoff until it
+        succeeds (an identical copy sent twice is harmless: at least once)."""
         delay = 0.5
         while True:
             try:
@@ -630,6 +632,8 @@ class RiskRuntime:
                     await self.risk_topic.send(key=out.snapshot.portfolio.encode(), value=raw)
                     for out, raw in zip(outputs, raws, strict=True)
                 ]
+                if not wait_acks:
+                    return
                 await await_acks(sent, self.settings.publish_ack_timeout_s)
                 return
             except asyncio.CancelledError:
@@ -648,11 +652,7 @@ class RiskRuntime:
         from stream_app.sinks import heatmap_png_fast, write_heatmap_file
 
         raws = [out.snapshot.encode() for out in outputs]
-        if wait_acks:
-            await self._send_snapshots(outputs, raws)
-        else:
-            for out, raw in zip(outputs, raws, strict=True):
-                await self.risk_topic.send(key=out.snapshot.portfolio.encode(), value=raw)
+        await self._send_snapshots(outputs, raws, wait_acks)
         pngs: list[bytes | None] = []
         for out in outputs:
             snap = out.snapshot
